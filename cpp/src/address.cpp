@@ -1,0 +1,192 @@
+#include "address.hpp"
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <execinfo.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+namespace probexec::detail {
+
+std::uint64_t hash_bytes(const void* data, std::size_t n, std::uint64_t seed) {
+  // FNV-1a over the bytes, then a splitmix finaliser so nearby inputs spread over all 64 bits.
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return h;
+}
+
+std::uint64_t hash_string(const std::string& s, std::uint64_t seed) { return hash_bytes(s.data(), s.size(), seed); }
+
+namespace {
+
+std::uint64_t mix(std::uint64_t h, std::uint64_t v) { return hash_bytes(&v, sizeof v, h); }
+
+const char* basename_of(const char* path) {
+  const char* slash = std::strrchr(path, '/');
+  return slash ? slash + 1 : path;
+}
+
+std::string demangle(const char* sym) {
+  int status = 0;
+  std::unique_ptr<char, decltype(&std::free)> out(abi::__cxa_demangle(sym, nullptr, nullptr, &status), &std::free);
+  return status == 0 && out ? std::string(out.get()) : std::string(sym);
+}
+
+std::string hex(std::uintptr_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(v));
+  return buf;
+}
+
+// Runs addr2line once for a set of offsets in one module: (function, file:line) per offset.
+std::vector<std::pair<std::string, std::string>> addr2line(const std::string& module, const std::vector<std::uintptr_t>& offsets) {
+  std::vector<std::pair<std::string, std::string>> out(offsets.size());
+  const char* off = std::getenv("PROBEXEC_NO_ADDR2LINE");
+  if ((off && *off && *off != '0') || offsets.empty()) return out;
+  std::string cmd = "addr2line -C -f -e '" + module + "'";
+  for (auto o : offsets) cmd += " " + hex(o);
+  cmd += " 2>/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return out;
+  char line[4096];
+  for (std::size_t i = 0; i < offsets.size(); ++i) {
+    std::string fn, loc;
+    if (std::fgets(line, sizeof line, pipe)) fn = line;
+    if (std::fgets(line, sizeof line, pipe)) loc = line;
+    while (!fn.empty() && (fn.back() == '\n' || fn.back() == '\r')) fn.pop_back();
+    while (!loc.empty() && (loc.back() == '\n' || loc.back() == '\r')) loc.pop_back();
+    auto disc = loc.find(" (discriminator");
+    if (disc != std::string::npos) loc.erase(disc);
+    if (fn == "??") fn.clear();
+    if (loc.rfind("??", 0) == 0) loc.clear();
+    out[i] = {fn, loc};
+  }
+  pclose(pipe);
+  return out;
+}
+
+}  // namespace
+
+int stack_depth() {
+  void* pcs[256];
+  return backtrace(pcs, 256) - 1;  // not counting this function
+}
+
+std::uint64_t AddressBook::frame_key(void* pc) {
+  auto raw = reinterpret_cast<std::uintptr_t>(pc);
+  auto it = frame_keys_.find(raw);
+  if (it != frame_keys_.end()) return it->second;
+  Dl_info dl{};
+  std::uint64_t key;
+  if (dladdr(pc, &dl) && dl.dli_fname) {
+    const char* mod = basename_of(dl.dli_fname);
+    std::uintptr_t offset = raw - reinterpret_cast<std::uintptr_t>(dl.dli_fbase);
+    key = mix(hash_bytes(mod, std::strlen(mod), 0), offset);
+  } else {
+    key = mix(0, raw);
+  }
+  frame_keys_.emplace(raw, key);
+  return key;
+}
+
+std::uint64_t AddressBook::capture(int skip, DrawKind kind, std::uint8_t dist_type, const std::string& name,
+                                   const std::string& explicit_address) {
+  std::uint64_t id = mix(mix(hash_string(name), static_cast<std::uint64_t>(kind)), dist_type);
+  if (!explicit_address.empty()) {
+    id = mix(id, hash_string(explicit_address));
+    if (!infos_.count(id)) {
+      AddressInfo info{id, explicit_address, name, dist_type, kind, ""};
+      infos_.emplace(id, std::move(info));
+    }
+    return id;
+  }
+  void* pcs[kMaxFrames];
+  int n = backtrace(pcs, kMaxFrames);
+  // Frames below the model entry (the serve loop, main, libc) are the same for every draw.
+  int end = n;
+  if (entry_depth_ > 0 && n < kMaxFrames) end = n - entry_depth_;
+  if (end <= skip) end = n;
+  for (int i = skip; i < end; ++i) id = mix(id, frame_key(pcs[i]));
+  if (!infos_.count(id)) infos_.emplace(id, describe(id, pcs + skip, end - skip, kind, dist_type, name));
+  return id;
+}
+
+AddressInfo AddressBook::describe(std::uint64_t id, void* const* pcs, int n, DrawKind kind, std::uint8_t dist_type,
+                                  const std::string& name) const {
+  struct Frame {
+    std::string module_path;
+    std::uintptr_t offset = 0;
+    std::string symbol;
+  };
+  std::vector<Frame> frames(static_cast<std::size_t>(n));
+  std::map<std::string, std::vector<std::size_t>> by_module;
+  for (int i = 0; i < n; ++i) {
+    Dl_info dl{};
+    auto raw = reinterpret_cast<std::uintptr_t>(pcs[i]);
+    auto& f = frames[static_cast<std::size_t>(i)];
+    if (dladdr(pcs[i], &dl) && dl.dli_fname) {
+      f.module_path = dl.dli_fname;
+      f.offset = raw - reinterpret_cast<std::uintptr_t>(dl.dli_fbase);
+      if (dl.dli_sname && dl.dli_saddr) {
+        f.symbol = demangle(dl.dli_sname) + "+" + hex(raw - reinterpret_cast<std::uintptr_t>(dl.dli_saddr));
+      }
+      by_module[f.module_path].push_back(static_cast<std::size_t>(i));
+    } else {
+      f.offset = raw;
+    }
+  }
+  std::vector<std::string> sources(frames.size());
+  for (const auto& [module, idx] : by_module) {
+    std::vector<std::uintptr_t> offs;
+    // A return address points after the call; the call itself is one byte earlier.
+    for (auto i : idx) offs.push_back(frames[i].offset - 1);
+    auto resolved = addr2line(module, offs);
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+      auto& f = frames[idx[k]];
+      if (f.symbol.empty() && !resolved[k].first.empty()) f.symbol = resolved[k].first + "@" + hex(f.offset);
+      sources[idx[k]] = resolved[k].second;
+    }
+  }
+  AddressInfo info;
+  info.id = id;
+  info.name = name;
+  info.dist_type = dist_type;
+  info.kind = kind;
+  bool first = true;
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    const auto& f = frames[i];
+    // std::function's call operator sits between serve() and the model: noise in the readable
+    // form (it still counts in the id, where it is the same for every draw).
+    if (f.symbol.rfind("std::_Function_handler<", 0) == 0) continue;
+    if (!first) {
+      info.address += "|";
+      info.source += "|";
+    }
+    info.address += f.symbol.empty() ? std::string(basename_of(f.module_path.c_str())) + "+" + hex(f.offset) : f.symbol;
+    info.source += sources[i];
+    first = false;
+  }
+  return info;
+}
+
+AddressBook& address_book() {
+  thread_local AddressBook book;
+  return book;
+}
+
+}  // namespace probexec::detail

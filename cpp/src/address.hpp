@@ -1,0 +1,61 @@
+// Addresses of draws: where in the simulator's code (which call stack) a draw happened.
+//
+// Capturing must be cheap because it happens on every draw: we take raw return addresses with
+// backtrace(), map each to (module, offset) through a per-thread cache, and hash those into a
+// 64-bit id that is the same in every process running the same binary (ASLR moves modules, not
+// offsets). The readable form (demangled function+offset, file:line) costs milliseconds, so it is
+// made once per id, the first time the id is seen.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+
+#include "probexec/probexec.hpp"
+
+namespace probexec::detail {
+
+enum class DrawKind : std::uint8_t { Sample = 0, Observe = 1, Tag = 2 };
+
+struct AddressInfo {
+  std::uint64_t id = 0;
+  std::string address;  // "fn+0x1c|caller+0x40|..." innermost first, or the author's address
+  std::string name;
+  std::uint8_t dist_type = 0;
+  DrawKind kind = DrawKind::Sample;
+  std::string source;   // "file.cpp:42|file.cpp:90|..." where debug info exists
+};
+
+class AddressBook {
+ public:
+  // Id of the draw being made now. `skip` frames belong to probexec itself; frames at or above
+  // the model's entry (see set_model_entry_depth) are left out so the address is the same
+  // whoever runs the model.
+  std::uint64_t capture(int skip, DrawKind kind, std::uint8_t dist_type, const std::string& name,
+                        const std::string& explicit_address);
+  const AddressInfo& info(std::uint64_t id) const { return infos_.at(id); }
+
+  // Called with the stack depth of the frame that calls the model.
+  void set_model_entry_depth(int depth) { entry_depth_ = depth; }
+
+ private:
+  static constexpr int kMaxFrames = 64;
+  std::uint64_t frame_key(void* pc);
+  AddressInfo describe(std::uint64_t id, void* const* pcs, int n, DrawKind kind, std::uint8_t dist_type,
+                       const std::string& name) const;
+
+  std::unordered_map<std::uintptr_t, std::uint64_t> frame_keys_;
+  std::unordered_map<std::uint64_t, AddressInfo> infos_;
+  int entry_depth_ = 0;
+};
+
+// The calling thread's address book (addresses are a property of the code, not of a connection).
+AddressBook& address_book();
+
+// Stack depth of the caller, as backtrace() counts it.
+int stack_depth();
+
+std::uint64_t hash_bytes(const void* data, std::size_t n, std::uint64_t seed);
+std::uint64_t hash_string(const std::string& s, std::uint64_t seed = 0x9e3779b97f4a7c15ULL);
+
+}  // namespace probexec::detail

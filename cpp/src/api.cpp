@@ -1,0 +1,95 @@
+// The public draw functions. Each is a thin, non-inlined entry so the number of probexec frames
+// on the stack at capture time is fixed (kInternalFrames), whatever the optimiser does elsewhere.
+#include <memory>
+
+#include "address.hpp"
+#include "context.hpp"
+#include "wire.hpp"
+
+namespace probexec {
+namespace detail {
+
+namespace {
+// capture() itself, the draw_* function, and the public API function.
+constexpr int kInternalFrames = 3;
+thread_local Context* current = nullptr;
+
+LocalContext& default_context() {
+  thread_local LocalContext ctx(0x5eed);
+  return ctx;
+}
+}  // namespace
+
+Context& current_context() { return current ? *current : default_context(); }
+ContextGuard::ContextGuard(Context& ctx) : previous_(current) { current = &ctx; }
+ContextGuard::~ContextGuard() { current = previous_; }
+
+Tensor LocalContext::on_sample(const Distribution& d, const SampleOptions& o, std::uint64_t id, std::uint32_t instance) {
+  Tensor v = draw_local(d, rng_);
+  if (recorder_) {
+    std::uint8_t flags = (o.control ? kControlled : 0) | (o.replace ? kReplace : 0);
+    recorder_->add(id, instance, DrawKind::Sample, flags, &d, v, o.control || record_uncontrolled_values_);
+  }
+  return v;
+}
+
+void LocalContext::on_observe(const Distribution& d, const Tensor* value, const std::string&, std::uint64_t id,
+                              std::uint32_t instance) {
+  if (!recorder_) return;
+  // No value given: simulate the observation, so a standalone run generates data.
+  Tensor simulated;
+  if (!value) simulated = draw_local(d, rng_);
+  recorder_->add(id, instance, DrawKind::Observe, 0, &d, value ? *value : simulated, true);
+}
+
+void LocalContext::on_tag(const Tensor& value, const std::string&, std::uint64_t id, std::uint32_t instance) {
+  if (recorder_) recorder_->add(id, instance, DrawKind::Tag, 0, nullptr, value, true);
+}
+
+__attribute__((noinline)) Tensor draw_sample(const Distribution& d, const SampleOptions& o) {
+  auto id = address_book().capture(kInternalFrames, DrawKind::Sample, static_cast<std::uint8_t>(d.type()), o.name, o.address);
+  auto& ctx = current_context();
+  return ctx.on_sample(d, o, id, ctx.next_instance(id));
+}
+
+__attribute__((noinline)) void draw_observe(const Distribution& d, const Tensor* value, const std::string& name) {
+  auto id = address_book().capture(kInternalFrames, DrawKind::Observe, static_cast<std::uint8_t>(d.type()), name, "");
+  auto& ctx = current_context();
+  ctx.on_observe(d, value, name, id, ctx.next_instance(id));
+}
+
+__attribute__((noinline)) void draw_tag(const Tensor& value, const std::string& name) {
+  auto id = address_book().capture(kInternalFrames, DrawKind::Tag, 0, name, "");
+  auto& ctx = current_context();
+  ctx.on_tag(value, name, id, ctx.next_instance(id));
+}
+
+}  // namespace detail
+
+__attribute__((noinline)) Tensor sample(const Distribution& dist, const std::string& name, bool control) {
+  SampleOptions o;
+  o.name = name;
+  o.control = control;
+  return detail::draw_sample(dist, o);
+}
+
+__attribute__((noinline)) Tensor sample(const Distribution& dist, const SampleOptions& options) {
+  return detail::draw_sample(dist, options);
+}
+
+__attribute__((noinline)) void observe(const Distribution& dist, const Tensor& value, const std::string& name) {
+  detail::draw_observe(dist, &value, name);
+}
+
+__attribute__((noinline)) void observe(const Distribution& dist, const std::string& name) {
+  detail::draw_observe(dist, nullptr, name);
+}
+
+__attribute__((noinline)) void tag(const Tensor& value, const std::string& name) { detail::draw_tag(value, name); }
+
+void seed(std::uint64_t value) {
+  auto& ctx = detail::current_context();
+  if (auto* local = dynamic_cast<detail::LocalContext*>(&ctx)) local->reseed(value);
+}
+
+}  // namespace probexec

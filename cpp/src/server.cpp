@@ -1,0 +1,470 @@
+// `probexec::serve`: the simulator side of the protocol.
+//
+// The simulator binds a REP socket and answers the engine's requests: Handshake, Run (one trace
+// driven draw by draw, or many traces streamed as records), Shutdown. Inside a per-draw trace the
+// model's own calls to sample/observe/tag become requests of the simulator's, each waited for
+// with a timeout so a vanished engine cannot hang the simulator forever.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <random>
+#include <unordered_set>
+
+#include "address.hpp"
+#include "context.hpp"
+#include "transport.hpp"
+#include "wire.hpp"
+
+namespace probexec {
+namespace detail {
+
+namespace {
+
+const char* const kCapabilities[] = {"stream", "local_draws", "address_ids", "errors", "draw_locally", "replace", "shutdown"};
+
+struct Options {
+  std::string address;
+  bool standalone = false;
+  std::uint64_t seed = 0;
+  bool has_seed = false;
+  long traces = 1;
+  double timeout_s = 300.0;
+  bool quiet = false;
+};
+
+[[noreturn]] void usage_error(const std::string& prog, const std::string& what) {
+  throw error(what + "\nusage: " + prog +
+              " (--address ipc://PATH|tcp://HOST:PORT | --standalone [--seed N] [--traces K]) [--timeout S] [--quiet]");
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  std::string prog = argc > 0 ? argv[0] : "simulator";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(prog, "missing value after " + a);
+      return argv[++i];
+    };
+    try {
+      if (a == "--address" || a == "-a") o.address = value();
+      else if (a == "--standalone") o.standalone = true;
+      else if (a == "--seed") { o.seed = std::stoull(value()); o.has_seed = true; }
+      else if (a == "--traces") o.traces = std::stol(value());
+      else if (a == "--timeout") o.timeout_s = std::stod(value());
+      else if (a == "--quiet") o.quiet = true;
+      else if (a.rfind("ipc://", 0) == 0 || a.rfind("tcp://", 0) == 0) o.address = a;
+      else usage_error(prog, "unknown argument " + a);
+    } catch (const std::logic_error&) {
+      usage_error(prog, "bad number for " + a);
+    }
+  }
+  if (!o.standalone && o.address.empty()) usage_error(prog, "give --address or --standalone");
+  if (o.traces < 0) usage_error(prog, "--traces must be >= 0");
+  return o;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Calls the model from a frame whose stack depth is recorded, so addresses leave out everything
+// below the model (this loop, main, libc) and stay the same however the model is run.
+__attribute__((noinline)) Tensor run_model(const Model& model) {
+  address_book().set_model_entry_depth(stack_depth());
+  Tensor r = model();
+  asm volatile("" ::: "memory");  // keep this frame (no tail call into the model)
+  return r;
+}
+
+class Server;
+
+// Per-draw trace: every controlled draw is a request to the engine.
+class RemoteContext : public Context {
+ public:
+  RemoteContext(Server& server, LocalContext& local) : server_(server), local_(local) {}
+  Tensor on_sample(const Distribution& d, const SampleOptions& o, std::uint64_t id, std::uint32_t instance) override;
+  void on_observe(const Distribution& d, const Tensor* value, const std::string& name, std::uint64_t id,
+                  std::uint32_t instance) override;
+  void on_tag(const Tensor& value, const std::string& name, std::uint64_t id, std::uint32_t instance) override;
+
+ private:
+  Server& server_;
+  LocalContext& local_;
+};
+
+class Server {
+ public:
+  Server(Model model, std::string model_name, Options opts)
+      : model_(std::move(model)), model_name_(std::move(model_name)), opts_(std::move(opts)), local_(0) {
+    open_socket();
+  }
+
+  int loop();
+
+  // --- used by RemoteContext -------------------------------------------------------------------
+  bool v2() const { return version_ >= 2; }
+  Builder& builder() { return fbb_; }
+  DrawRecorder& pending() { return pending_; }
+  std::unordered_set<std::uint64_t>& sent() { return sent_; }
+  bool record_uncontrolled_values() const { return record_uncontrolled_values_; }
+  // Sends the finished buffer and waits for the engine's reply of type `expected`.
+  const ppx::Message* request(ppx::MessageBody expected);
+  // Address string for a per-draw message: v1 peers get it every time, v2 peers the first time.
+  std::string wire_address(std::uint64_t id) {
+    const auto& info = address_book().info(id);
+    if (!v2()) return info.address;
+    return sent_.count(id) ? std::string() : info.address;
+  }
+  // Draws made locally since the last message, plus the AddressInfo of `also_id` (the draw this
+  // message is about) the first time that id travels.
+  flatbuffers::Offset<ppx::DrawBatch> flush_pending(std::uint64_t also_id) {
+    if (!v2() || (pending_.empty() && sent_.count(also_id))) return 0;
+    auto off = pending_.write(fbb_, sent_, false, &also_id);
+    pending_.clear();
+    return off;
+  }
+
+ private:
+  void open_socket() {
+    socket_ = std::make_unique<Socket>(ZMQ_REP);
+    socket_->bind(opts_.address);
+  }
+  void log(const std::string& what) const {
+    if (!opts_.quiet) std::cerr << "[probexec " << model_name_ << "] " << what << std::endl;
+  }
+  void send_built() { socket_->send(fbb_.GetBufferPointer(), fbb_.GetSize()); }
+  void reply_error(const std::string& message, const std::string& kind);
+  void reply_empty(ppx::MessageBody type);
+  void handle(const ppx::Message* msg);
+  void handshake(const ppx::Handshake* h);
+  void run_per_draw(const ppx::Run* run);
+  void run_stream(const ppx::Run* run);
+  std::uint64_t run_seed(const ppx::Run* run) {
+    if (run && run->has_seed()) return run->seed();
+    return std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32);
+  }
+
+  Model model_;
+  std::string model_name_;
+  Options opts_;
+  std::unique_ptr<Socket> socket_;
+  Builder fbb_{1024};
+  LocalContext local_;
+  DrawRecorder pending_;
+  std::unordered_set<std::uint64_t> sent_;
+  std::uint32_t version_ = 0;
+  bool record_uncontrolled_values_ = true;
+  // A request that arrived mid-trace and must be handled at the top of the loop.
+  std::optional<std::vector<std::uint8_t>> deferred_;
+  ZmqMessage in_;
+  bool stop_ = false;
+};
+
+const ppx::Message* Server::request(ppx::MessageBody expected) {
+  send_built();
+  int timeout_ms = opts_.timeout_s <= 0 ? -1 : static_cast<int>(opts_.timeout_s * 1000);
+  if (!socket_->recv(in_, timeout_ms)) {
+    log("engine did not answer within " + std::to_string(opts_.timeout_s) + " s; trace abandoned, socket reopened");
+    socket_.reset();
+    open_socket();
+    throw TraceAborted{"engine timeout"};
+  }
+  const ppx::Message* msg = nullptr;
+  try {
+    msg = parse_message(in_.data(), in_.size());
+  } catch (const error& e) {
+    log(std::string("bad reply from engine: ") + e.what());
+    reply_error(e.what(), "protocol");
+    throw TraceAborted{e.what()};
+  }
+  auto type = msg->body_type();
+  if (type == expected) return msg;
+  if (type == ppx::MessageBody::Handshake || type == ppx::MessageBody::Run || type == ppx::MessageBody::Shutdown) {
+    // A (new) engine started over: drop this trace and serve its request.
+    log(std::string("engine sent ") + body_name(type) + " mid-trace; trace abandoned");
+    deferred_.emplace(in_.data(), in_.data() + in_.size());
+    throw TraceAborted{"engine restarted"};
+  }
+  std::string what = std::string("expected ") + body_name(expected) + " but the engine sent " + body_name(type);
+  log(what);
+  reply_error(what, "protocol");
+  throw TraceAborted{what};
+}
+
+void Server::reply_error(const std::string& message, const std::string& kind) {
+  fbb_.Clear();
+  if (v2()) {
+    finish(fbb_, ppx::CreateErrorDirect(fbb_, message.c_str(), kind.c_str()), ppx::MessageBody::Error);
+  } else {
+    // PPX v1 has no error message; a v1 engine reads Reset as "out of sync".
+    finish(fbb_, ppx::CreateReset(fbb_), ppx::MessageBody::Reset);
+  }
+  send_built();
+}
+
+void Server::reply_empty(ppx::MessageBody type) {
+  fbb_.Clear();
+  flatbuffers::Offset<void> body;
+  switch (type) {
+    case ppx::MessageBody::Reset: body = ppx::CreateReset(fbb_).Union(); break;
+    case ppx::MessageBody::ShutdownResult: body = ppx::CreateShutdownResult(fbb_).Union(); break;
+    default: throw error("reply_empty: unsupported type");
+  }
+  ppx::FinishMessageBuffer(fbb_, ppx::CreateMessage(fbb_, type, body));
+  send_built();
+}
+
+void Server::handshake(const ppx::Handshake* h) {
+  std::uint32_t peer = h->protocol_version();
+  fbb_.Clear();
+  std::vector<std::string> caps(std::begin(kCapabilities), std::end(kCapabilities));
+  if (peer != 0 && peer != protocol_version) {
+    std::string what = "incompatible protocol version: engine speaks " + std::to_string(peer) + ", simulator '" + model_name_ +
+                       "' speaks " + std::to_string(protocol_version) + " (and PPX v1)";
+    log(what);
+    finish(fbb_, ppx::CreateHandshakeResultDirect(fbb_, "probexec C++ front end", model_name_.c_str(), protocol_version, nullptr, what.c_str()),
+           ppx::MessageBody::HandshakeResult);
+    send_built();
+    return;
+  }
+  version_ = peer;
+  sent_.clear();
+  pending_.clear();
+  if (peer == 0) {
+    finish(fbb_, ppx::CreateHandshakeResultDirect(fbb_, "probexec C++ front end", model_name_.c_str()), ppx::MessageBody::HandshakeResult);
+  } else {
+    auto v_caps = fbb_.CreateVectorOfStrings(caps);
+    auto sys = fbb_.CreateString("probexec C++ front end");
+    auto name = fbb_.CreateString(model_name_);
+    finish(fbb_, ppx::CreateHandshakeResult(fbb_, sys, name, protocol_version, v_caps), ppx::MessageBody::HandshakeResult);
+  }
+  send_built();
+  log(std::string("handshake with '") + (h->system_name() ? h->system_name()->str() : "") + "' (protocol " +
+      (peer ? std::to_string(peer) : std::string("v1")) + ")");
+}
+
+void Server::run_per_draw(const ppx::Run* run) {
+  local_.reseed(run_seed(run));
+  record_uncontrolled_values_ = run ? run->record_uncontrolled_values() : true;
+  pending_.clear();
+  RemoteContext ctx(*this, local_);
+  ctx.begin_trace();
+  Tensor result;
+  try {
+    ContextGuard guard(ctx);
+    result = run_model(model_);
+  } catch (const TraceAborted& a) {
+    return;  // the reply (if any) was sent where the trace was abandoned
+  } catch (const std::exception& e) {
+    log(std::string("model threw: ") + e.what());
+    reply_error(std::string("model '") + model_name_ + "' threw: " + e.what(), "model");
+    return;
+  } catch (...) {
+    log("model threw a non-standard exception");
+    reply_error("model '" + model_name_ + "' threw a non-standard exception", "model");
+    return;
+  }
+  fbb_.Clear();
+  auto res = write_tensor(fbb_, result);
+  flatbuffers::Offset<ppx::DrawBatch> local = v2() && !pending_.empty() ? pending_.write(fbb_, sent_, false) : 0;
+  pending_.clear();
+  finish(fbb_, ppx::CreateRunResult(fbb_, res, local), ppx::MessageBody::RunResult);
+  send_built();
+}
+
+void Server::run_stream(const ppx::Run* run) {
+  local_.reseed(run_seed(run));
+  DrawRecorder rec;
+  local_.set_recorder(&rec, run->record_uncontrolled_values());
+  std::vector<std::string> errors;
+  std::uint32_t n = run->num_traces();
+  for (std::uint32_t k = 0; k < n; ++k) {
+    local_.begin_trace();
+    rec.begin_trace();
+    auto t0 = std::chrono::steady_clock::now();
+    try {
+      ContextGuard guard(local_);
+      Tensor r = run_model(model_);
+      rec.end_trace(r, seconds_since(t0));
+      errors.emplace_back();
+    } catch (const std::exception& e) {
+      // Keep the failed trace as an empty record with its error, so the engine counts it.
+      rec.drop_trace();
+      rec.begin_trace();
+      rec.end_trace(Tensor(), seconds_since(t0));
+      errors.emplace_back(std::string("model '") + model_name_ + "' threw: " + e.what());
+    }
+  }
+  local_.set_recorder(nullptr, true);
+  fbb_.Clear();
+  auto batch = rec.write(fbb_, sent_, true);
+  auto errs = fbb_.CreateVectorOfStrings(errors);
+  finish(fbb_, ppx::CreateTraceBatch(fbb_, batch, errs), ppx::MessageBody::TraceBatch);
+  send_built();
+}
+
+void Server::handle(const ppx::Message* msg) {
+  switch (msg->body_type()) {
+    case ppx::MessageBody::Handshake: handshake(msg->body_as_Handshake()); return;
+    case ppx::MessageBody::Run: {
+      const auto* run = msg->body_as_Run();
+      if (v2() && run->mode() == ppx::RunMode::Stream) run_stream(run);
+      else run_per_draw(run);
+      return;
+    }
+    case ppx::MessageBody::Shutdown:
+      reply_empty(ppx::MessageBody::ShutdownResult);
+      log("shutdown requested");
+      stop_ = true;
+      return;
+    default: {
+      std::string what = std::string("unexpected ") + body_name(msg->body_type()) + " outside a trace";
+      log(what);
+      if (v2()) reply_error(what, "protocol");
+      else reply_empty(ppx::MessageBody::Reset);
+    }
+  }
+}
+
+int Server::loop() {
+  log("serving on " + socket_->endpoint());
+  while (!stop_) {
+    std::vector<std::uint8_t> buf;
+    if (deferred_) {
+      buf = std::move(*deferred_);
+      deferred_.reset();
+    } else {
+      ZmqMessage m;
+      socket_->recv(m, -1);
+      buf.assign(m.data(), m.data() + m.size());
+    }
+    const ppx::Message* msg = nullptr;
+    try {
+      msg = parse_message(buf.data(), buf.size());
+    } catch (const error& e) {
+      log(std::string("refused request: ") + e.what());
+      fbb_.Clear();
+      // The peer's version is unknown when its first message is garbage: an Error table is
+      // harmless to v1 peers (an unknown union member they report as out of sync).
+      finish(fbb_, ppx::CreateErrorDirect(fbb_, e.what(), "protocol"), ppx::MessageBody::Error);
+      send_built();
+      continue;
+    }
+    handle(msg);
+  }
+  return 0;
+}
+
+Tensor RemoteContext::on_sample(const Distribution& d, const SampleOptions& o, std::uint64_t id, std::uint32_t instance) {
+  auto& s = server_;
+  if (s.v2() && !o.control) {
+    // Uncontrolled: drawn here, reported with the next message, no round trip.
+    Tensor v = draw_local(d, local_.rng());
+    s.pending().add(id, instance, DrawKind::Sample, o.replace ? kReplace : 0, &d, v, s.record_uncontrolled_values());
+    return v;
+  }
+  auto& b = s.builder();
+  b.Clear();
+  const auto& info = address_book().info(id);
+  auto addr = b.CreateString(s.wire_address(id));
+  auto name = b.CreateString(info.name);
+  auto dist = write_distribution(b, d);
+  auto local = s.flush_pending(id);
+  finish(b, ppx::CreateSample(b, addr, name, static_cast<ppx::Distribution>(d.type()), dist, o.control, o.replace, id, instance, local),
+         ppx::MessageBody::Sample);
+  const auto* reply = s.request(ppx::MessageBody::SampleResult)->body_as_SampleResult();
+  if (reply->draw_locally()) {
+    Tensor v = draw_local(d, local_.rng());
+    s.pending().add(id, instance, DrawKind::Sample, kControlled | (o.replace ? kReplace : 0), &d, v, true);
+    return v;
+  }
+  Tensor v = read_tensor(reply->result());
+  if (v.numel() != d.value_numel()) {
+    std::string what = "engine sent " + std::to_string(v.numel()) + " values for a draw of " + std::to_string(d.value_numel()) +
+                       " at address '" + info.address + "'";
+    throw error(what);
+  }
+  if (v.shape() != d.value_shape()) v = Tensor(std::move(v.data()), d.value_shape());
+  return v;
+}
+
+void RemoteContext::on_observe(const Distribution& d, const Tensor* value, const std::string&, std::uint64_t id,
+                               std::uint32_t instance) {
+  auto& s = server_;
+  auto& b = s.builder();
+  b.Clear();
+  const auto& info = address_book().info(id);
+  auto addr = b.CreateString(s.wire_address(id));
+  auto name = b.CreateString(info.name);
+  auto dist = write_distribution(b, d);
+  flatbuffers::Offset<ppx::Tensor> val = value ? write_tensor(b, *value) : 0;
+  auto local = s.flush_pending(id);
+  finish(b, ppx::CreateObserve(b, addr, name, static_cast<ppx::Distribution>(d.type()), dist, val, id, instance, local),
+         ppx::MessageBody::Observe);
+  s.request(ppx::MessageBody::ObserveResult);
+}
+
+void RemoteContext::on_tag(const Tensor& value, const std::string&, std::uint64_t id, std::uint32_t instance) {
+  auto& s = server_;
+  auto& b = s.builder();
+  b.Clear();
+  const auto& info = address_book().info(id);
+  auto addr = b.CreateString(s.wire_address(id));
+  auto name = b.CreateString(info.name);
+  auto val = write_tensor(b, value);
+  auto local = s.flush_pending(id);
+  finish(b, ppx::CreateTag(b, addr, name, val, id, instance, local), ppx::MessageBody::Tag);
+  s.request(ppx::MessageBody::TagResult);
+}
+
+int run_standalone(const Model& model, const std::string& model_name, const Options& o) {
+  std::uint64_t s = o.has_seed ? o.seed : 0;
+  LocalContext ctx(s);
+  DrawRecorder rec;
+  ctx.set_recorder(&rec, false);
+  auto t0 = std::chrono::steady_clock::now();
+  std::size_t draws = 0;
+  for (long k = 0; k < o.traces; ++k) {
+    ctx.begin_trace();
+    rec.clear();
+    rec.begin_trace();
+    Tensor r;
+    {
+      ContextGuard guard(ctx);
+      r = run_model(model);
+    }
+    draws += rec.rows();
+    if (!o.quiet) {
+      std::printf("trace %ld: %zu draws, result", k, rec.rows());
+      for (double v : r.data()) std::printf(" %.17g", v);
+      std::printf("\n");
+    }
+  }
+  double secs = seconds_since(t0);
+  std::fprintf(stderr, "[probexec %s] standalone: %ld traces, %.1f draws/trace, %.1f traces/s (seed %llu)\n", model_name.c_str(),
+               o.traces, o.traces ? static_cast<double>(draws) / static_cast<double>(o.traces) : 0.0,
+               secs > 0 ? static_cast<double>(o.traces) / secs : 0.0, static_cast<unsigned long long>(s));
+  return 0;
+}
+
+}  // namespace
+}  // namespace detail
+
+int serve(const Model& model, int argc, char** argv, const std::string& model_name) {
+  try {
+    auto opts = detail::parse_args(argc, argv);
+    std::string name = model_name.empty() ? (argc > 0 ? argv[0] : "model") : model_name;
+    if (opts.standalone) return detail::run_standalone(model, name, opts);
+    detail::Server server(model, name, opts);
+    return server.loop();
+  } catch (const std::exception& e) {
+    std::cerr << "probexec: " << e.what() << std::endl;
+    return 2;
+  }
+}
+
+}  // namespace probexec

@@ -1,0 +1,55 @@
+#include "transport.hpp"
+
+#include <cerrno>
+
+namespace probexec::detail {
+
+namespace {
+[[noreturn]] void fail(const std::string& what) { throw error(what + ": " + zmq_strerror(zmq_errno())); }
+}  // namespace
+
+Socket::Socket(int type) {
+  ctx_ = zmq_ctx_new();
+  if (!ctx_) fail("zmq_ctx_new");
+  sock_ = zmq_socket(ctx_, type);
+  if (!sock_) {
+    zmq_ctx_term(ctx_);
+    fail("zmq_socket");
+  }
+  int linger = 0;
+  zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof linger);
+}
+
+Socket::~Socket() {
+  if (sock_) zmq_close(sock_);
+  if (ctx_) zmq_ctx_term(ctx_);
+}
+
+void Socket::bind(const std::string& address) {
+  if (zmq_bind(sock_, address.c_str()) != 0) fail("cannot bind " + address);
+  char buf[1024];
+  std::size_t len = sizeof buf;
+  endpoint_ = zmq_getsockopt(sock_, ZMQ_LAST_ENDPOINT, buf, &len) == 0 ? std::string(buf) : address;
+}
+
+void Socket::send(const void* data, std::size_t size) {
+  while (zmq_send(sock_, data, size, 0) < 0) {
+    if (zmq_errno() != EINTR) fail("zmq_send");
+  }
+}
+
+bool Socket::recv(ZmqMessage& msg, int timeout_ms) {
+  zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+  for (;;) {
+    int rc = zmq_poll(&item, 1, timeout_ms);
+    if (rc < 0) {
+      if (zmq_errno() == EINTR) continue;
+      fail("zmq_poll");
+    }
+    if (rc == 0) return false;
+    if (zmq_msg_recv(msg.get(), sock_, ZMQ_DONTWAIT) >= 0) return true;
+    if (zmq_errno() != EAGAIN && zmq_errno() != EINTR) fail("zmq_msg_recv");
+  }
+}
+
+}  // namespace probexec::detail

@@ -1,0 +1,5 @@
+import sys
+
+from probexec.cli import main
+
+sys.exit(main())

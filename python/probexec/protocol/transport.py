@@ -1,0 +1,88 @@
+"""The engine's end of a connection: a ZeroMQ REQ socket where every wait has a timeout.
+
+A REQ socket that timed out is stuck in its send/receive lockstep, so after any failure the socket
+is closed and a fresh one made. Each connection owns a private ZeroMQ context: closing one never
+touches another (pyprob's client terminated the process-wide context on close).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import zmq
+
+from probexec.errors import SimulatorTimeoutError
+
+
+class Connection:
+    """Request/reply with one simulator server.
+
+    `alive` is called while waiting and raises (SimulatorDiedError) when the server process is
+    gone, so a crash is reported at once instead of after the timeout.
+    """
+
+    def __init__(self, address: str, *, timeout: float = 60.0, alive: Callable[[], None] | None = None):
+        self.address = address
+        self.timeout = timeout
+        self._alive = alive
+        self._ctx = zmq.Context(io_threads=1)
+        self._socket: zmq.Socket | None = None
+        self._open()
+
+    def _open(self) -> None:
+        s = self._ctx.socket(zmq.REQ)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.address)
+        self._socket = s
+
+    def reopen(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._open()
+
+    def send(self, data: bytes) -> None:
+        assert self._socket is not None, "connection is closed"
+        self._socket.send(data, copy=len(data) < 4096)
+
+    def recv(self, timeout: float | None = None, what: str = "a reply") -> bytes:
+        """Waits for the reply; raises SimulatorTimeoutError (or the `alive` error) and reopens the
+        socket so the connection can be used again after a restart of the server."""
+        assert self._socket is not None, "connection is closed"
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        sock = self._socket
+        # Fast path: a reply that is already there (the common case for a quick simulator).
+        if sock.poll(0, zmq.POLLIN):
+            return sock.recv(copy=True)
+        slice_ms = 100 if self._alive is not None else 1000
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.reopen()
+                raise SimulatorTimeoutError(f"no answer from {self.address} within {limit:g} s while waiting for {what}")
+            if sock.poll(min(slice_ms, max(1, int(remaining * 1000))), zmq.POLLIN):
+                return sock.recv(copy=True)
+            if self._alive is not None:
+                try:
+                    self._alive()
+                except Exception:
+                    self.reopen()
+                    raise
+
+    def request(self, data: bytes, timeout: float | None = None, what: str = "a reply") -> bytes:
+        self.send(data)
+        return self.recv(timeout, what)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        self._ctx.term()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
