@@ -2,6 +2,7 @@
 
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <link.h>  // ElfW, ET_EXEC
 #include <execinfo.h>
 
 #include <cstdio>
@@ -58,7 +59,10 @@ std::vector<std::pair<std::string, std::string>> addr2line(const std::string& mo
   std::vector<std::pair<std::string, std::string>> out(offsets.size());
   const char* off = std::getenv("PROBEXEC_NO_ADDR2LINE");
   if ((off && *off && *off != '0') || offsets.empty()) return out;
-  std::string cmd = "addr2line -C -f -e '" + module + "'";
+  std::string quoted = "'";
+  for (char c : module) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  quoted += "'";
+  std::string cmd = "addr2line -C -f -e " + quoted;
   for (auto o : offsets) cmd += " " + hex(o);
   cmd += " 2>/dev/null";
   FILE* pipe = popen(cmd.c_str(), "r");
@@ -82,9 +86,22 @@ std::vector<std::pair<std::string, std::string>> addr2line(const std::string& mo
 
 }  // namespace
 
-int stack_depth() {
+namespace {
+// Index of `pc` in the first n frames, or -1.
+int find_frame(void* const* pcs, int n, const void* pc) {
+  for (int i = 0; i < n; ++i) {
+    if (pcs[i] == pc) return i;
+  }
+  return -1;
+}
+}  // namespace
+
+void AddressBook::set_model_entry(const void* entry_return_pc) {
   void* pcs[256];
-  return backtrace(pcs, 256) - 1;  // not counting this function
+  int n = backtrace(pcs, 256);
+  int i = find_frame(pcs, n, entry_return_pc);
+  // Frames from the model runner's caller to the bottom; +1 leaves out the runner itself.
+  entry_depth_ = (i < 0 || n == 256) ? 0 : n - i + 1;
 }
 
 std::uint64_t AddressBook::frame_key(void* pc) {
@@ -104,7 +121,7 @@ std::uint64_t AddressBook::frame_key(void* pc) {
   return key;
 }
 
-std::uint64_t AddressBook::capture(int skip, DrawKind kind, std::uint8_t dist_type, const std::string& name,
+std::uint64_t AddressBook::capture(const void* caller_pc, DrawKind kind, std::uint8_t dist_type, const std::string& name,
                                    const std::string& explicit_address) {
   std::uint64_t id = mix(mix(hash_string(name), static_cast<std::uint64_t>(kind)), dist_type);
   if (!explicit_address.empty()) {
@@ -117,12 +134,13 @@ std::uint64_t AddressBook::capture(int skip, DrawKind kind, std::uint8_t dist_ty
   }
   void* pcs[kMaxFrames];
   int n = backtrace(pcs, kMaxFrames);
+  int begin = find_frame(pcs, n, caller_pc);
+  if (begin < 0) begin = 0;
   // Frames below the model entry (the serve loop, main, libc) are the same for every draw.
   int end = n;
-  if (entry_depth_ > 0 && n < kMaxFrames) end = n - entry_depth_;
-  if (end <= skip) end = n;
-  for (int i = skip; i < end; ++i) id = mix(id, frame_key(pcs[i]));
-  if (!infos_.count(id)) infos_.emplace(id, describe(id, pcs + skip, end - skip, kind, dist_type, name));
+  if (entry_depth_ > 0 && n < kMaxFrames && n - entry_depth_ > begin) end = n - entry_depth_;
+  for (int i = begin; i < end; ++i) id = mix(id, frame_key(pcs[i]));
+  if (!infos_.count(id)) infos_.emplace(id, describe(id, pcs + begin, end - begin, kind, dist_type, name));
   return id;
 }
 
@@ -131,6 +149,7 @@ AddressInfo AddressBook::describe(std::uint64_t id, void* const* pcs, int n, Dra
   struct Frame {
     std::string module_path;
     std::uintptr_t offset = 0;
+    std::uintptr_t lookup = 0;  // what addr2line is given
     std::string symbol;
   };
   std::vector<Frame> frames(static_cast<std::size_t>(n));
@@ -142,6 +161,10 @@ AddressInfo AddressBook::describe(std::uint64_t id, void* const* pcs, int n, Dra
     if (dladdr(pcs[i], &dl) && dl.dli_fname) {
       f.module_path = dl.dli_fname;
       f.offset = raw - reinterpret_cast<std::uintptr_t>(dl.dli_fbase);
+      // A non-PIE executable is linked at its load address: addr2line wants absolute addresses.
+      const auto* ehdr = static_cast<const ElfW(Ehdr)*>(dl.dli_fbase);
+      if (ehdr && ehdr->e_type == ET_EXEC) f.lookup = raw;
+      else f.lookup = f.offset;
       if (dl.dli_sname && dl.dli_saddr) {
         f.symbol = demangle(dl.dli_sname) + "+" + hex(raw - reinterpret_cast<std::uintptr_t>(dl.dli_saddr));
       }
@@ -154,7 +177,7 @@ AddressInfo AddressBook::describe(std::uint64_t id, void* const* pcs, int n, Dra
   for (const auto& [module, idx] : by_module) {
     std::vector<std::uintptr_t> offs;
     // A return address points after the call; the call itself is one byte earlier.
-    for (auto i : idx) offs.push_back(frames[i].offset - 1);
+    for (auto i : idx) offs.push_back(frames[i].lookup - 1);
     auto resolved = addr2line(module, offs);
     for (std::size_t k = 0; k < idx.size(); ++k) {
       auto& f = frames[idx[k]];
@@ -172,7 +195,7 @@ AddressInfo AddressBook::describe(std::uint64_t id, void* const* pcs, int n, Dra
     const auto& f = frames[i];
     // std::function's call operator sits between serve() and the model: noise in the readable
     // form (it still counts in the id, where it is the same for every draw).
-    if (f.symbol.rfind("std::_Function_handler<", 0) == 0) continue;
+    if (f.symbol.rfind("std::_Function_handler<", 0) == 0 || f.symbol.rfind("std::__invoke", 0) == 0) continue;
     if (!first) {
       info.address += "|";
       info.source += "|";

@@ -28,15 +28,19 @@ struct AddressInfo {
 
 class AddressBook {
  public:
-  // Id of the draw being made now. `skip` frames belong to probexec itself; frames at or above
-  // the model's entry (see set_model_entry_depth) are left out so the address is the same
+  // Id of the draw being made now. `caller_pc` is the return address into the user's code (taken
+  // with __builtin_return_address in the public API function): frames before it belong to
+  // probexec (or to a sanitizer's interceptor), so they are found by value, not counted. Frames
+  // at and below the model's entry (see set_model_entry) are left out, so the address is the same
   // whoever runs the model.
-  std::uint64_t capture(int skip, DrawKind kind, std::uint8_t dist_type, const std::string& name,
+  std::uint64_t capture(const void* caller_pc, DrawKind kind, std::uint8_t dist_type, const std::string& name,
                         const std::string& explicit_address);
   const AddressInfo& info(std::uint64_t id) const { return infos_.at(id); }
 
-  // Called with the stack depth of the frame that calls the model.
-  void set_model_entry_depth(int depth) { entry_depth_ = depth; }
+  // Called by the function that runs the model, with its own return address: frames from there to
+  // the bottom of the stack are not part of any address.
+  void set_model_entry(const void* entry_return_pc);
+  void clear_model_entry() { entry_depth_ = 0; }
 
  private:
   static constexpr int kMaxFrames = 64;
@@ -51,9 +55,6 @@ class AddressBook {
 
 // The calling thread's address book (addresses are a property of the code, not of a connection).
 AddressBook& address_book();
-
-// Stack depth of the caller, as backtrace() counts it.
-int stack_depth();
 
 std::uint64_t hash_bytes(const void* data, std::size_t n, std::uint64_t seed);
 std::uint64_t hash_string(const std::string& s, std::uint64_t seed = 0x9e3779b97f4a7c15ULL);

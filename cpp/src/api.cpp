@@ -1,5 +1,5 @@
-// The public draw functions. Each is a thin, non-inlined entry so the number of probexec frames
-// on the stack at capture time is fixed (kInternalFrames), whatever the optimiser does elsewhere.
+// The public draw functions. Each is a thin, non-inlined entry that hands its own return address
+// (a pc in the user's code) to the address capture, which starts the address at that frame.
 #include <memory>
 
 #include "address.hpp"
@@ -10,8 +10,6 @@ namespace probexec {
 namespace detail {
 
 namespace {
-// capture() itself, the draw_* function, and the public API function.
-constexpr int kInternalFrames = 3;
 thread_local Context* current = nullptr;
 
 LocalContext& default_context() {
@@ -46,20 +44,20 @@ void LocalContext::on_tag(const Tensor& value, const std::string&, std::uint64_t
   if (recorder_) recorder_->add(id, instance, DrawKind::Tag, 0, nullptr, value, true);
 }
 
-__attribute__((noinline)) Tensor draw_sample(const Distribution& d, const SampleOptions& o) {
-  auto id = address_book().capture(kInternalFrames, DrawKind::Sample, static_cast<std::uint8_t>(d.type()), o.name, o.address);
+Tensor draw_sample(const Distribution& d, const SampleOptions& o, const void* caller) {
+  auto id = address_book().capture(caller, DrawKind::Sample, static_cast<std::uint8_t>(d.type()), o.name, o.address);
   auto& ctx = current_context();
   return ctx.on_sample(d, o, id, ctx.next_instance(id));
 }
 
-__attribute__((noinline)) void draw_observe(const Distribution& d, const Tensor* value, const std::string& name) {
-  auto id = address_book().capture(kInternalFrames, DrawKind::Observe, static_cast<std::uint8_t>(d.type()), name, "");
+void draw_observe(const Distribution& d, const Tensor* value, const std::string& name, const void* caller) {
+  auto id = address_book().capture(caller, DrawKind::Observe, static_cast<std::uint8_t>(d.type()), name, "");
   auto& ctx = current_context();
   ctx.on_observe(d, value, name, id, ctx.next_instance(id));
 }
 
-__attribute__((noinline)) void draw_tag(const Tensor& value, const std::string& name) {
-  auto id = address_book().capture(kInternalFrames, DrawKind::Tag, 0, name, "");
+void draw_tag(const Tensor& value, const std::string& name, const void* caller) {
+  auto id = address_book().capture(caller, DrawKind::Tag, 0, name, "");
   auto& ctx = current_context();
   ctx.on_tag(value, name, id, ctx.next_instance(id));
 }
@@ -70,22 +68,22 @@ __attribute__((noinline)) Tensor sample(const Distribution& dist, const std::str
   SampleOptions o;
   o.name = name;
   o.control = control;
-  return detail::draw_sample(dist, o);
+  return detail::draw_sample(dist, o, __builtin_return_address(0));
 }
 
 __attribute__((noinline)) Tensor sample(const Distribution& dist, const SampleOptions& options) {
-  return detail::draw_sample(dist, options);
+  return detail::draw_sample(dist, options, __builtin_return_address(0));
 }
 
 __attribute__((noinline)) void observe(const Distribution& dist, const Tensor& value, const std::string& name) {
-  detail::draw_observe(dist, &value, name);
+  detail::draw_observe(dist, &value, name, __builtin_return_address(0));
 }
 
 __attribute__((noinline)) void observe(const Distribution& dist, const std::string& name) {
-  detail::draw_observe(dist, nullptr, name);
+  detail::draw_observe(dist, nullptr, name, __builtin_return_address(0));
 }
 
-__attribute__((noinline)) void tag(const Tensor& value, const std::string& name) { detail::draw_tag(value, name); }
+__attribute__((noinline)) void tag(const Tensor& value, const std::string& name) { detail::draw_tag(value, name, __builtin_return_address(0)); }
 
 void seed(std::uint64_t value) {
   auto& ctx = detail::current_context();

@@ -67,6 +67,16 @@ Options parse_args(int argc, char** argv) {
   return o;
 }
 
+std::string describe_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "a non-standard exception";
+  }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -74,7 +84,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // Calls the model from a frame whose stack depth is recorded, so addresses leave out everything
 // below the model (this loop, main, libc) and stay the same however the model is run.
 __attribute__((noinline)) Tensor run_model(const Model& model) {
-  address_book().set_model_entry_depth(stack_depth());
+  address_book().set_model_entry(__builtin_return_address(0));
   Tensor r = model();
   asm volatile("" ::: "memory");  // keep this frame (no tail call into the model)
   return r;
@@ -157,6 +167,7 @@ class Server {
   DrawRecorder pending_;
   std::unordered_set<std::uint64_t> sent_;
   std::uint32_t version_ = 0;
+  bool handshaken_ = false;
   bool record_uncontrolled_values_ = true;
   // A request that arrived mid-trace and must be handled at the top of the loop.
   std::optional<std::vector<std::uint8_t>> deferred_;
@@ -166,7 +177,8 @@ class Server {
 
 const ppx::Message* Server::request(ppx::MessageBody expected) {
   send_built();
-  int timeout_ms = opts_.timeout_s <= 0 ? -1 : static_cast<int>(opts_.timeout_s * 1000);
+  // <= 0 or beyond ~24 days (int milliseconds): wait forever.
+  int timeout_ms = (opts_.timeout_s <= 0 || opts_.timeout_s > 2.0e6) ? -1 : static_cast<int>(opts_.timeout_s * 1000);
   if (!socket_->recv(in_, timeout_ms)) {
     log("engine did not answer within " + std::to_string(opts_.timeout_s) + " s; trace abandoned, socket reopened");
     socket_.reset();
@@ -232,6 +244,7 @@ void Server::handshake(const ppx::Handshake* h) {
     return;
   }
   version_ = peer;
+  handshaken_ = true;
   sent_.clear();
   pending_.clear();
   if (peer == 0) {
@@ -291,12 +304,12 @@ void Server::run_stream(const ppx::Run* run) {
       Tensor r = run_model(model_);
       rec.end_trace(r, seconds_since(t0));
       errors.emplace_back();
-    } catch (const std::exception& e) {
+    } catch (...) {
       // Keep the failed trace as an empty record with its error, so the engine counts it.
       rec.drop_trace();
       rec.begin_trace();
       rec.end_trace(Tensor(), seconds_since(t0));
-      errors.emplace_back(std::string("model '") + model_name_ + "' threw: " + e.what());
+      errors.emplace_back("model '" + model_name_ + "' threw: " + describe_current_exception());
     }
   }
   local_.set_recorder(nullptr, true);
@@ -347,11 +360,15 @@ int Server::loop() {
       msg = parse_message(buf.data(), buf.size());
     } catch (const error& e) {
       log(std::string("refused request: ") + e.what());
-      fbb_.Clear();
-      // The peer's version is unknown when its first message is garbage: an Error table is
-      // harmless to v1 peers (an unknown union member they report as out of sync).
-      finish(fbb_, ppx::CreateErrorDirect(fbb_, e.what(), "protocol"), ppx::MessageBody::Error);
-      send_built();
+      if (handshaken_ && !v2()) {
+        reply_empty(ppx::MessageBody::Reset);  // all a v1 engine understands
+      } else {
+        // Before any handshake the peer's version is unknown: an Error table is harmless to a
+        // v1 peer too (an unknown union member, which it reports as out of sync).
+        fbb_.Clear();
+        finish(fbb_, ppx::CreateErrorDirect(fbb_, e.what(), "protocol"), ppx::MessageBody::Error);
+        send_built();
+      }
       continue;
     }
     handle(msg);
@@ -433,9 +450,12 @@ int run_standalone(const Model& model, const std::string& model_name, const Opti
     rec.clear();
     rec.begin_trace();
     Tensor r;
-    {
+    try {
       ContextGuard guard(ctx);
       r = run_model(model);
+    } catch (...) {
+      std::fprintf(stderr, "[probexec %s] trace %ld threw: %s\n", model_name.c_str(), k, describe_current_exception().c_str());
+      return 1;
     }
     draws += rec.rows();
     if (!o.quiet) {

@@ -54,24 +54,68 @@ std::vector<int> effective_shape(const Tensor& t) {
 
 }  // namespace
 
+namespace {
+
+struct ParamRule {
+  const char* name;
+  bool (*ok)(double);
+  const char* requirement;
+};
+
+bool any_finite(double v) { return std::isfinite(v); }
+bool positive(double v) { return std::isfinite(v) && v > 0; }
+bool non_negative(double v) { return std::isfinite(v) && v >= 0; }
+bool probability(double v) { return v >= 0 && v <= 1; }
+bool count(double v) { return std::isfinite(v) && v >= 0 && v == std::floor(v); }
+
+// Parameter names (wire field order) and what each must satisfy, per type.
+std::vector<ParamRule> rules(DistType type) {
+  switch (type) {
+    case DistType::Normal: return {{"mean", any_finite, "finite"}, {"stddev", positive, "> 0"}};
+    case DistType::Uniform: return {{"low", any_finite, "finite"}, {"high", any_finite, "finite"}};
+    case DistType::Categorical: return {{"probs", non_negative, ">= 0"}};
+    case DistType::Poisson: return {{"rate", non_negative, ">= 0"}};
+    case DistType::Bernoulli: return {{"probs", probability, "in [0, 1]"}};
+    case DistType::Beta: return {{"concentration1", positive, "> 0"}, {"concentration0", positive, "> 0"}};
+    case DistType::Exponential: return {{"rate", positive, "> 0"}};
+    case DistType::Gamma: return {{"concentration", positive, "> 0"}, {"rate", positive, "> 0"}};
+    case DistType::LogNormal: return {{"loc", any_finite, "finite"}, {"scale", positive, "> 0"}};
+    case DistType::Binomial: return {{"total_count", count, "a whole number >= 0"}, {"probs", probability, "in [0, 1]"}};
+    case DistType::Weibull: return {{"scale", positive, "> 0"}, {"concentration", positive, "> 0"}};
+  }
+  throw error("probexec: unknown distribution type " + std::to_string(static_cast<int>(type)));
+}
+
+std::string fmt(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+
+}  // namespace
+
 Distribution::Distribution(DistType type, std::vector<Tensor> params) : type_(type), params_(std::move(params)) {
-  const char* dname = dist_type_name(type_);
+  const std::string where = std::string("probexec::") + dist_type_name(type_);
+  auto rule = rules(type_);
+  if (params_.size() != rule.size()) {
+    throw error(where + ": takes " + std::to_string(rule.size()) + " parameter(s), got " + std::to_string(params_.size()));
+  }
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    if (params_[i].numel() == 0) throw error(std::string("probexec::") + dname + ": parameter " + std::to_string(i) + " is empty");
+    if (params_[i].numel() == 0) throw error(where + ": parameter " + rule[i].name + " is empty");
     for (double v : params_[i].data()) {
-      if (std::isnan(v)) throw error(std::string("probexec::") + dname + ": parameter " + std::to_string(i) + " is NaN");
+      if (!rule[i].ok(v)) throw error(where + ": parameter " + rule[i].name + " must be " + rule[i].requirement + ", got " + fmt(v));
     }
   }
   if (type_ == DistType::Categorical) {
-    const auto& p = params_.at(0);
+    const auto& p = params_[0];
     auto shape = p.shape().empty() ? std::vector<int>{static_cast<int>(p.numel())} : p.shape();
     value_shape_.assign(shape.begin(), shape.end() - 1);
-    double total = 0;
-    for (double v : p.data()) {
-      if (v < 0) throw error("probexec::Categorical: negative probability");
-      total += v;
+    std::size_t k = static_cast<std::size_t>(shape.back());
+    for (std::size_t row = 0; row * k < p.numel(); ++row) {
+      double total = 0;
+      for (std::size_t j = 0; j < k; ++j) total += p.data()[row * k + j];
+      if (!(total > 0)) throw error(where + ": probabilities of row " + std::to_string(row) + " sum to zero");
     }
-    if (!(total > 0)) throw error("probexec::Categorical: probabilities sum to zero");
     return;
   }
   // Elementwise families: every non-scalar parameter must share one shape; scalars broadcast.
@@ -81,7 +125,15 @@ Distribution::Distribution(DistType type, std::vector<Tensor> params) : type_(ty
     if (value_shape_.empty()) {
       value_shape_ = s;
     } else if (s != value_shape_) {
-      throw error(std::string("probexec::") + dname + ": parameters have different shapes");
+      throw error(where + ": parameters have different shapes");
+    }
+  }
+  if (type_ == DistType::Uniform) {
+    std::size_t n = value_numel();
+    for (std::size_t i = 0; i < n; ++i) {
+      double lo = params_[0].numel() == 1 ? params_[0].data()[0] : params_[0].data()[i];
+      double hi = params_[1].numel() == 1 ? params_[1].data()[0] : params_[1].data()[i];
+      if (!(lo < hi)) throw error(where + ": low must be < high, got low " + fmt(lo) + ", high " + fmt(hi));
     }
   }
 }

@@ -1,8 +1,8 @@
 """probexec: Bayesian inference inside existing C++ simulators.
 
-    import probexec
-    with probexec.RemoteModel("gum") as model:
-        traces = model.prior(10_000, observe={"obs": [8.0, 9.0]})
+import probexec
+with probexec.RemoteModel("gum") as model:
+    traces = model.prior(10_000, observe={"obs": [8.0, 9.0]})
 """
 
 from probexec.errors import (

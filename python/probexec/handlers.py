@@ -34,8 +34,10 @@ class Draw:
     control: bool = True
     replace: bool = False
     value: np.ndarray | None = None
-    # Set by a handler that wants the simulator to draw the value itself and report it.
+    # Set by a handler that wants the simulator to draw the value itself and report it; only
+    # honoured when the driver says the peer can (`can_draw_locally`: v2 with that capability).
     draw_locally: bool = False
+    can_draw_locally: bool = False
 
 
 class Handler:
@@ -93,7 +95,7 @@ class PriorProposal(Handler):
     def on_sample(self, draw: Draw) -> None:
         if draw.value is not None or draw.draw_locally:
             return
-        if self.local:
+        if self.local and draw.can_draw_locally:
             draw.draw_locally = True
         else:
             draw.value = sample_wire(draw.dist_type, draw.params, self.rng)

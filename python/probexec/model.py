@@ -44,14 +44,18 @@ class Model(ABC):
         return False
 
     @abstractmethod
-    def run_trace(self, handlers: Sequence[Handler], builder: TraceBatchBuilder, seed: int | None = None) -> None:
+    def run_trace(
+        self, handlers: Sequence[Handler], builder: TraceBatchBuilder, seed: int | None = None
+    ) -> None:
         """Runs one trace; its rows go to `builder`."""
 
-    def stream(self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool = True) -> TraceBatch:
+    def stream(
+        self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool = True
+    ) -> TraceBatch:
         raise NotImplementedError(f"model {self.name!r} cannot stream traces")
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook: most models hold nothing to release
+        """Releases what the model holds (server processes, sockets)."""
 
     def prior(
         self,
@@ -105,7 +109,9 @@ def _site(run: _PythonRun, name: str, dist_type: int, kind: int) -> tuple[int, i
     key = (tuple(frames), name, dist_type, kind)
     aid = run.site_ids.get(key)
     if aid is None:
-        address = "|".join(f"{c.co_qualname if hasattr(c, 'co_qualname') else c.co_name}@{line}" for c, line in frames)
+        address = "|".join(
+            f"{c.co_qualname if hasattr(c, 'co_qualname') else c.co_name}@{line}" for c, line in frames
+        )
         source = "|".join(f"{c.co_filename}:{line}" for c, line in frames)
         aid = string_address_id(address, name, dist_type, kind)
         run.site_ids[key] = aid
@@ -129,8 +135,17 @@ def _draw(kind: int, dist: Any, value: Any, name: str, control: bool, replace: b
         run.builder.add(aid, inst, TAG, 0, 0, (), v)
         return torch.as_tensor(value)
     params = tuple(np.asarray(p, dtype=np.float64) for p in dist.params()) if wire else ()
-    draw = Draw(kind, aid, inst, name, wire, params, control, replace,
-                None if value is None else np.asarray(torch.as_tensor(value, dtype=torch.float64)))
+    draw = Draw(
+        kind,
+        aid,
+        inst,
+        name,
+        wire,
+        params,
+        control,
+        replace,
+        None if value is None else np.asarray(torch.as_tensor(value, dtype=torch.float64)),
+    )
     if wire:
         apply(run.handlers, draw)
     if draw.value is None:
@@ -167,7 +182,9 @@ class PythonModel(Model):
         self.name = name or getattr(fn, "__name__", "python_model")
         self.addresses = AddressTable()
 
-    def run_trace(self, handlers: Sequence[Handler], builder: TraceBatchBuilder, seed: int | None = None) -> None:
+    def run_trace(
+        self, handlers: Sequence[Handler], builder: TraceBatchBuilder, seed: int | None = None
+    ) -> None:
         for h in handlers:
             h.begin_trace()
         run = _PythonRun(handlers, builder, self.addresses, _stack_depth() + 1)

@@ -133,8 +133,15 @@ class RemoteModel(Model):
             self._address = self._external_address
         else:
             self._spawn()
-        self._conn = Connection(self._address, timeout=self.timeout, alive=self._check_alive if self._proc else None)
-        self._handshake()
+        self._conn = Connection(
+            self._address, timeout=self.timeout, alive=self._check_alive if self._proc else None
+        )
+        try:
+            self._handshake()
+        except BaseException:
+            # A refused handshake must not leave a server process or a ZeroMQ context behind.
+            self._close_process(graceful=False)
+            raise
 
     def _spawn(self) -> None:
         assert self._executable is not None
@@ -149,8 +156,17 @@ class RemoteModel(Model):
         self._log_path = Path(self._tmpdir) / "simulator.log"
         with open(self._log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                [str(self._executable), "--address", bind, "--timeout", str(max(self.timeout * 5, 300)), *self._args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    str(self._executable),
+                    "--address",
+                    bind,
+                    "--timeout",
+                    str(max(self.timeout * 5, 300)),
+                    *self._args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         # Kill the server if this object is dropped without close() (and at interpreter exit).
         self._finalizer = weakref.finalize(self, _kill, self._proc, self._tmpdir)
@@ -233,7 +249,9 @@ class RemoteModel(Model):
         self.capabilities = tuple(caps)
         self.model_name = model_name
 
-    def run_trace(self, handlers: Sequence[Handler], builder: TraceBatchBuilder, seed: int | None = None) -> None:
+    def run_trace(
+        self, handlers: Sequence[Handler], builder: TraceBatchBuilder, seed: int | None = None
+    ) -> None:
         """One trace, draw by draw, each through `handlers`; rows go to `builder`."""
         self._where = f"trace {self.traces_run}"
         for h in handlers:
@@ -245,8 +263,11 @@ class RemoteModel(Model):
         decode = _core.decode
         draw = self._draw
         v1 = self.peer_version < 2
+        draw.can_draw_locally = not v1 and "draw_locally" in self.capabilities
         try:
-            reply = decode(conn.request(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, True), what=self._where))
+            reply = decode(
+                conn.request(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, True), what=self._where)
+            )
             while True:
                 kind = reply[0]
                 if kind == _SAMPLE:
@@ -303,7 +324,9 @@ class RemoteModel(Model):
                 elif kind == _ERROR:
                     raise SimulatorError(f"simulator {self.name!r}, {self._where}: {reply[1]}")
                 elif kind == _RESET:
-                    raise ProtocolError(f"simulator {self.name!r} answered Reset during {self._where}: out of sync")
+                    raise ProtocolError(
+                        f"simulator {self.name!r} answered Reset during {self._where}: out of sync"
+                    )
                 else:
                     raise ProtocolError(f"simulator {self.name!r} sent {_name(kind)} during {self._where}")
         except ProtocolError as e:
@@ -327,19 +350,27 @@ class RemoteModel(Model):
         self._v1_instances[aid] = inst
         return aid, inst
 
-    def stream(self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool = True) -> TraceBatch:
+    def stream(
+        self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool = True
+    ) -> TraceBatch:
         """`num_traces` complete traces drawn by the simulator itself, in one message."""
         if not self.supports_streaming:
-            raise ProtocolError(f"simulator {self.name!r} (protocol {self.peer_version or 'v1'}) cannot stream traces")
+            raise ProtocolError(
+                f"simulator {self.name!r} (protocol {self.peer_version or 'v1'}) cannot stream traces"
+            )
         self._where = f"streamed traces {self.traces_run}..{self.traces_run + num_traces - 1}"
-        reply = self._request(_core.encode_run(int(RunMode.STREAM), num_traces, seed, record_uncontrolled_values))
+        reply = self._request(
+            _core.encode_run(int(RunMode.STREAM), num_traces, seed, record_uncontrolled_values)
+        )
         if reply[0] == _ERROR:
             raise SimulatorError(f"simulator {self.name!r}, {self._where}: {reply[1]}")
         if reply[0] != int(MessageType.TRACE_BATCH):
             raise ProtocolError(f"simulator {self.name!r} answered a streaming Run with {_name(reply[0])}")
         batch = TraceBatch.from_wire(reply[1], reply[2], self.addresses)
         if batch.num_traces != num_traces:
-            raise ProtocolError(f"simulator {self.name!r} streamed {batch.num_traces} traces, {num_traces} were asked for")
+            raise ProtocolError(
+                f"simulator {self.name!r} streamed {batch.num_traces} traces, {num_traces} were asked for"
+            )
         self.traces_run += num_traces
         return batch
 

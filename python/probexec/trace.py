@@ -191,13 +191,28 @@ class TraceBatch:
         z = np.zeros(0)
         o = np.zeros(1, dtype=np.int64)
         return cls(
-            np.zeros(0, np.uint64), np.zeros(0, np.uint32), np.zeros(0, np.uint8), np.zeros(0, np.uint8),
-            np.zeros(0, np.uint8), o, z, o.copy(), z.copy(), o.copy(), np.zeros(0, np.int32), o.copy(),
-            [], z.copy(), [], addresses or AddressTable(),
+            np.zeros(0, np.uint64),
+            np.zeros(0, np.uint32),
+            np.zeros(0, np.uint8),
+            np.zeros(0, np.uint8),
+            np.zeros(0, np.uint8),
+            o,
+            z,
+            o.copy(),
+            z.copy(),
+            o.copy(),
+            np.zeros(0, np.int32),
+            o.copy(),
+            [],
+            z.copy(),
+            [],
+            addresses or AddressTable(),
         )
 
     @classmethod
-    def from_wire(cls, draws: Mapping[str, Any], errors: Sequence[str], addresses: AddressTable) -> TraceBatch:
+    def from_wire(
+        cls, draws: Mapping[str, Any], errors: Sequence[str], addresses: AddressTable
+    ) -> TraceBatch:
         """From a decoded `DrawBatch` of a streamed `TraceBatch` message."""
         addresses.add_wire(draws["addresses"])
         n_traces = len(draws["results"])
@@ -210,10 +225,22 @@ class TraceBatch:
                 f"{None if trace_offsets is None else len(trace_offsets) - 1} trace offsets, {len(errors)} errors"
             )
         return cls(
-            draws["address_id"], draws["instance"], draws["kind"], draws["flags"], draws["dist_type"],
-            draws["param_offsets"].astype(np.int64), draws["params"], draws["value_offsets"].astype(np.int64),
-            draws["values"], draws["shape_offsets"].astype(np.int64), draws["shapes"],
-            trace_offsets.astype(np.int64), list(draws["results"]), draws["wall_time"], list(errors), addresses,
+            draws["address_id"],
+            draws["instance"],
+            draws["kind"],
+            draws["flags"],
+            draws["dist_type"],
+            draws["param_offsets"].astype(np.int64),
+            draws["params"],
+            draws["value_offsets"].astype(np.int64),
+            draws["values"],
+            draws["shape_offsets"].astype(np.int64),
+            draws["shapes"],
+            trace_offsets.astype(np.int64),
+            list(draws["results"]),
+            draws["wall_time"],
+            list(errors),
+            addresses,
         )
 
     @staticmethod
@@ -242,14 +269,29 @@ class TraceBatch:
         given = None
         if any(b.given_log_prob is not None for b in batches):
             given = np.concatenate(
-                [b.given_log_prob if b.given_log_prob is not None else np.full(b.num_rows, np.nan) for b in batches]
+                [
+                    b.given_log_prob if b.given_log_prob is not None else np.full(b.num_rows, np.nan)
+                    for b in batches
+                ]
             )
         return TraceBatch(
-            cat("address_id"), cat("instance"), cat("kind"), cat("flags"), cat("dist_type"),
-            offsets("param_offsets"), cat("params"), offsets("value_offsets"), cat("values"),
-            offsets("shape_offsets"), cat("shapes"), offsets("trace_offsets"),
-            [r for b in batches for r in b.results], cat("wall_time"), [e for b in batches for e in b.errors],
-            addresses, given,
+            cat("address_id"),
+            cat("instance"),
+            cat("kind"),
+            cat("flags"),
+            cat("dist_type"),
+            offsets("param_offsets"),
+            cat("params"),
+            offsets("value_offsets"),
+            cat("values"),
+            offsets("shape_offsets"),
+            cat("shapes"),
+            offsets("trace_offsets"),
+            [r for b in batches for r in b.results],
+            cat("wall_time"),
+            [e for b in batches for e in b.errors],
+            addresses,
+            given,
         )
 
     # --- sizes ---------------------------------------------------------------------------------
@@ -329,7 +371,9 @@ class TraceBatch:
         for name, obs in observations.items():
             value = np.asarray(obs, dtype=np.float64).ravel()
             ids = self.addresses.ids_named(name, OBSERVE)
-            rows = np.nonzero(np.isin(self.address_id, np.array(ids, dtype=np.uint64)) & (self.kind == OBSERVE))[0]
+            rows = np.nonzero(
+                np.isin(self.address_id, np.array(ids, dtype=np.uint64)) & (self.kind == OBSERVE)
+            )[0]
             if len(rows) == 0:
                 continue
             sizes = np.diff(self.value_offsets)[rows]
@@ -355,7 +399,9 @@ class TraceBatch:
         Scalars give shape (traces,), vectors (traces, size)."""
         ids = np.array(self.addresses.ids_named(name), dtype=np.uint64)
         if len(ids) == 0:
-            raise KeyError(f"no variable named {name!r} in these traces (names: {', '.join(self.addresses.names())})")
+            raise KeyError(
+                f"no variable named {name!r} in these traces (names: {', '.join(self.addresses.names())})"
+            )
         rows = np.nonzero(np.isin(self.address_id, ids) & (self.instance == instance))[0]
         sizes = np.diff(self.value_offsets)[rows]
         width = int(sizes.max()) if len(rows) else 1
@@ -367,7 +413,10 @@ class TraceBatch:
 
     def trace_types(self) -> list[tuple[int, ...]]:
         ids = self.address_id
-        return [tuple(ids[a:b].tolist()) for a, b in zip(self.trace_offsets[:-1], self.trace_offsets[1:])]
+        return [
+            tuple(ids[a:b].tolist())
+            for a, b in zip(self.trace_offsets[:-1], self.trace_offsets[1:], strict=True)
+        ]
 
     def trace(self, i: int) -> Trace:
         from probexec.distributions import from_wire
@@ -478,8 +527,15 @@ class TraceBatchBuilder:
         for r in range(len(ids)):
             omitted = bool(draws["flags"][r] & FLAG_VALUE_OMITTED)
             v = values[vo[r] : vo[r + 1]].reshape(tuple(shapes[so[r] : so[r + 1]])) if not omitted else None
-            self.add(int(ids[r]), int(draws["instance"][r]), int(draws["kind"][r]), int(draws["flags"][r]),
-                     int(draws["dist_type"][r]), params[po[r] : po[r + 1]], v)
+            self.add(
+                int(ids[r]),
+                int(draws["instance"][r]),
+                int(draws["kind"][r]),
+                int(draws["flags"][r]),
+                int(draws["dist_type"][r]),
+                params[po[r] : po[r + 1]],
+                v,
+            )
 
     def end_trace(self, result: np.ndarray | None, wall_time: float, error: str = "") -> None:
         self._trace_offsets.append(len(self._ids))
@@ -490,8 +546,17 @@ class TraceBatchBuilder:
     def abandon_trace(self) -> None:
         """Forgets the rows of an unfinished trace."""
         n = self._trace_offsets[-1]
-        for lst in (self._ids, self._instance, self._kind, self._flags, self._dist, self._params, self._values,
-                    self._shapes, self._log_prob):
+        for lst in (
+            self._ids,
+            self._instance,
+            self._kind,
+            self._flags,
+            self._dist,
+            self._params,
+            self._values,
+            self._shapes,
+            self._log_prob,
+        ):
             del lst[n:]
 
     @property
@@ -514,16 +579,29 @@ class TraceBatchBuilder:
                 if self._dist[i] == CATEGORICAL or not p:
                     self._params[i] = np.concatenate([np.ravel(q) for q in p]) if p else np.zeros(0)
                 else:
-                    shape = self._shapes[i] if self._values[i].size else np.broadcast_shapes(*(np.shape(q) for q in p))
+                    shape = (
+                        self._shapes[i]
+                        if self._values[i].size
+                        else np.broadcast_shapes(*(np.shape(q) for q in p))
+                    )
                     self._params[i] = np.concatenate([np.broadcast_to(q, shape).ravel() for q in p])
         shapes = [np.asarray(s, dtype=np.int32) for s in self._shapes]
         return TraceBatch(
-            np.array(self._ids, dtype=np.uint64), np.array(self._instance, dtype=np.uint32),
-            np.array(self._kind, dtype=np.uint8), np.array(self._flags, dtype=np.uint8),
-            np.array(self._dist, dtype=np.uint8), offsets(self._params), flat(self._params),
-            offsets(self._values), flat(self._values), offsets(shapes),
+            np.array(self._ids, dtype=np.uint64),
+            np.array(self._instance, dtype=np.uint32),
+            np.array(self._kind, dtype=np.uint8),
+            np.array(self._flags, dtype=np.uint8),
+            np.array(self._dist, dtype=np.uint8),
+            offsets(self._params),
+            flat(self._params),
+            offsets(self._values),
+            flat(self._values),
+            offsets(shapes),
             np.concatenate(shapes).astype(np.int32) if shapes else np.zeros(0, np.int32),
-            np.array(self._trace_offsets, dtype=np.int64), list(self._results), np.array(self._wall),
-            list(self._errors), self.addresses,
+            np.array(self._trace_offsets, dtype=np.int64),
+            list(self._results),
+            np.array(self._wall),
+            list(self._errors),
+            self.addresses,
             np.array(self._log_prob) if self._has_given else None,
         )

@@ -27,7 +27,7 @@ def value_shape(dist_type: int, params: Params) -> tuple[int, ...]:
 def _categorical(g: np.random.Generator, p: Params, shape: tuple[int, ...]) -> np.ndarray:
     probs = np.asarray(p[0], dtype=np.float64)
     cdf = np.cumsum(probs, axis=-1)
-    u = g.random(shape + (1,)) * cdf[..., -1:]
+    u = g.random((*shape, 1)) * cdf[..., -1:]
     return np.minimum((u >= cdf).sum(-1), probs.shape[-1] - 1).astype(np.float64)
 
 

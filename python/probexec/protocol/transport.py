@@ -60,7 +60,9 @@ class Connection:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.reopen()
-                raise SimulatorTimeoutError(f"no answer from {self.address} within {limit:g} s while waiting for {what}")
+                raise SimulatorTimeoutError(
+                    f"no answer from {self.address} within {limit:g} s while waiting for {what}"
+                )
             if sock.poll(min(slice_ms, max(1, int(remaining * 1000))), zmq.POLLIN):
                 return sock.recv(copy=True)
             if self._alive is not None:
@@ -85,4 +87,3 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

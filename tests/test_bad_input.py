@@ -1,0 +1,313 @@
+"""Bad input on either side gets a clear error naming the problem, and nobody hangs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import flatbuffers
+import numpy as np
+import pytest
+import zmq
+from probexec.protocol.generated import (
+    HandshakeResult,
+    Message,
+    MessageBody,
+    Reset,
+)
+
+import probexec
+from probexec import _core
+from probexec.handlers import Draw, Handler
+from probexec.inference.prior import sample_prior
+from probexec.protocol.messages import MessageType
+from probexec.trace import TraceBatchBuilder
+
+
+class Server:
+    """A simulator process we talk to with a raw REQ socket (no engine in between)."""
+
+    def __init__(self, tmp_path, name: str = "gum", *extra: str):
+        self.address = f"ipc://{tmp_path}/raw.sock"
+        self.proc = subprocess.Popen(
+            [str(probexec.get_simulator(name).path()), "--address", self.address, *extra],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+        self.ctx = zmq.Context()
+        self.connect()
+
+    def connect(self) -> None:
+        self.sock = self.ctx.socket(zmq.REQ)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 5000)
+        self.sock.connect(self.address)
+
+    def request(self, data: bytes) -> tuple:
+        self.sock.send(data)
+        return _core.decode(self.sock.recv())
+
+    def stop(self) -> str:
+        self.sock.close(linger=0)
+        self.ctx.term()
+        self.proc.kill()
+        _, err = self.proc.communicate(timeout=5)
+        return err.decode(errors="replace")
+
+
+@pytest.fixture
+def server(tmp_path):
+    servers: list[Server] = []
+
+    def make(*args: str, name: str = "gum") -> Server:
+        s = Server(tmp_path, name, *args)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        if s.proc.poll() is None:
+            s.stop()
+
+
+def handshake_v2() -> bytes:
+    return _core.encode_handshake("test", 2, [])
+
+
+def unknown_member_buffer(type_number: int = 99) -> bytes:
+    b = flatbuffers.Builder(64)
+    Reset.Start(b)
+    body = Reset.End(b)
+    Message.Start(b)
+    Message.AddBodyType(b, type_number)
+    Message.AddBody(b, body)
+    b.Finish(Message.End(b))
+    return bytes(b.Output())
+
+
+# --- the C++ side refuses bad requests with an Error reply and keeps serving ---------------------
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"", "too short"),
+        (b"\x00\x01garbage bytes that are not a flatbuffer", "verification"),
+        (None, "verification"),  # a valid Handshake cut in half
+        (unknown_member_buffer(), "unknown message type 99"),
+    ],
+)
+def test_cpp_server_refuses_malformed_requests(server, payload, expected):
+    s = server()
+    if payload is None:
+        payload = handshake_v2()[: len(handshake_v2()) // 2]
+    reply = s.request(payload)
+    assert reply[0] == MessageType.ERROR
+    assert expected in reply[1]
+    # ...and still serves a well-formed engine afterwards.
+    assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
+    log = s.stop()
+    assert "refused request" in log and expected in log
+
+
+def test_cpp_server_refuses_incompatible_version(server):
+    s = server()
+    reply = s.request(_core.encode_handshake("future engine", 3, []))
+    assert reply[0] == MessageType.HANDSHAKE_RESULT
+    assert "incompatible protocol version" in reply[5] and "3" in reply[5] and "2" in reply[5]
+    assert "incompatible protocol version" in s.stop()
+
+
+def test_engine_reports_version_mismatch_from_cpp_server():
+    with pytest.raises(probexec.VersionMismatchError, match=r"engine speaks 3.*speaks 2"):
+        probexec.RemoteModel("gum", protocol_version=3)
+
+
+def test_engine_reports_version_mismatch_from_future_simulator(tmp_path):
+    """A simulator that answers with a protocol version this engine does not know."""
+    address = f"ipc://{tmp_path}/future.sock"
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    rep.setsockopt(zmq.LINGER, 0)
+    rep.bind(address)
+
+    def serve_once():
+        if rep.poll(5000):
+            rep.recv()
+            b = flatbuffers.Builder(64)
+            name = b.CreateString("future")
+            HandshakeResult.Start(b)
+            HandshakeResult.AddSystemName(b, name)
+            HandshakeResult.AddModelName(b, name)
+            HandshakeResult.AddProtocolVersion(b, 7)
+            body = HandshakeResult.End(b)
+            Message.Start(b)
+            Message.AddBodyType(b, MessageBody.MessageBody.HandshakeResult)
+            Message.AddBody(b, body)
+            b.Finish(Message.End(b))
+            rep.send(bytes(b.Output()))
+
+    t = threading.Thread(target=serve_once)
+    t.start()
+    try:
+        with pytest.raises(probexec.VersionMismatchError, match="speaks 7"):
+            probexec.RemoteModel(address=address, timeout=5)
+    finally:
+        t.join()
+        rep.close(linger=0)
+        ctx.term()
+
+
+# --- the engine's codec ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"", "too short"),
+        (bytes(range(64)), "verification"),
+        (unknown_member_buffer(77), "unknown message type 77"),
+    ],
+)
+def test_engine_codec_refuses_malformed_messages(payload, expected):
+    with pytest.raises(probexec.ProtocolError, match=expected):
+        _core.decode(payload)
+
+
+def test_engine_codec_refuses_truncated_messages():
+    whole = _core.encode_sample_result(np.arange(6.0).reshape(2, 3))
+    assert _core.decode(whole)[1].shape == (2, 3)
+    for cut in (len(whole) // 3, len(whole) // 2, len(whole) - 4):
+        with pytest.raises(probexec.ProtocolError):
+            _core.decode(whole[:cut])
+
+
+# --- failures of the simulator, seen from the engine ------------------------------------------------
+
+
+class SetValue(Handler):
+    def __init__(self, name: str, value) -> None:
+        self.name, self.value = name, np.asarray(value, dtype=float)
+
+    def on_sample(self, draw: Draw) -> None:
+        if draw.name == self.name:
+            draw.value = self.value
+
+
+def test_model_that_throws_mid_trace(remote):
+    model = remote("faulty")
+    builder = TraceBatchBuilder(model.addresses)
+    model.run_trace([SetValue("x", 0.5)], builder)
+    with pytest.raises(probexec.SimulatorError, match=r"'faulty', trace 1: .*beyond the detector acceptance"):
+        model.run_trace([SetValue("x", 0.95)], builder)
+    # The simulator survived its model's exception and serves the next trace.
+    model.run_trace([SetValue("x", 0.25)], builder)
+    batch = builder.build()
+    assert batch.num_traces == 2
+    assert batch.values_of("x").tolist() == [0.5, 0.25]
+
+
+def test_streamed_traces_that_throw_are_kept_with_their_error(remote):
+    batch = remote("faulty").stream(2000, seed=0)
+    failed = batch.failed
+    assert 0 < failed.sum() < 2000
+    p = 0.1
+    assert abs(failed.mean() - p) < 4 * np.sqrt(p * (1 - p) / 2000)
+    assert all("beyond the detector acceptance" in e for e, f in zip(batch.errors, failed, strict=True) if f)
+    x = batch.values_of("x")
+    assert np.isnan(x[failed]).all() and (x[~failed] <= 0.9).all()
+
+
+def test_engine_sends_wrong_number_of_values(remote):
+    model = remote("gum")
+    builder = TraceBatchBuilder(model.addresses)
+    with pytest.raises(probexec.SimulatorError, match="engine sent 3 values for a draw of 1"):
+        model.run_trace([SetValue("mu", [1.0, 2.0, 3.0])], builder)
+    sample_prior(model, 3, mode="per_draw")  # still usable
+
+
+class KillOnSample(Handler):
+    def __init__(self, pid: int, sig: int) -> None:
+        self.pid, self.sig = pid, sig
+
+    def on_sample(self, draw: Draw) -> None:
+        os.kill(self.pid, self.sig)
+        time.sleep(0.05)
+        draw.value = np.asarray(1.0)
+
+
+def test_simulator_killed_mid_trace(remote):
+    model = remote("gum", timeout=30)
+    sample_prior(model, 3, mode="per_draw")
+    t0 = time.monotonic()
+    with pytest.raises(
+        probexec.SimulatorDiedError, match=r"'gum' \(pid \d+\) was killed by SIGKILL during trace 3"
+    ):
+        model.run_trace([KillOnSample(model.pid, signal.SIGKILL)], TraceBatchBuilder(model.addresses))
+    assert time.monotonic() - t0 < 5, "death must be noticed long before the 30 s timeout"
+    model.restart()
+    assert sample_prior(model, 10, mode="per_draw").num_traces == 10
+
+
+def test_simulator_that_hangs_times_out(remote):
+    model = remote("gum", timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(probexec.SimulatorTimeoutError, match="within 1 s"):
+        model.run_trace([KillOnSample(model.pid, signal.SIGSTOP)], TraceBatchBuilder(model.addresses))
+    assert time.monotonic() - t0 < 5
+    os.kill(model.pid, signal.SIGCONT)
+    model.restart()
+    assert model.stream(10).num_traces == 10
+
+
+def test_cpp_server_survives_engine_that_vanishes_mid_trace(server):
+    s = server("--timeout", "1")
+    assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
+    reply = s.request(_core.encode_run(0, 1, None))
+    assert reply[0] == MessageType.SAMPLE
+    s.sock.close(linger=0)  # the engine is gone without answering
+    time.sleep(1.5)
+    s.connect()
+    assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
+    assert s.request(_core.encode_run(0, 1, None))[0] == MessageType.SAMPLE
+    assert "engine did not answer within" in s.stop()
+
+
+def test_new_engine_taking_over_mid_trace_is_served(server):
+    """An engine that restarts sends Handshake while the simulator waits inside a trace."""
+    s = server()
+    s.request(handshake_v2())
+    assert s.request(_core.encode_run(0, 1, None))[0] == MessageType.SAMPLE
+    # Same REQ socket, but speaking first again is impossible on REQ: use a second engine socket.
+    other = s.ctx.socket(zmq.REQ)
+    other.setsockopt(zmq.LINGER, 0)
+    other.setsockopt(zmq.RCVTIMEO, 5000)
+    other.connect(s.address)
+    other.send(handshake_v2())
+    # The simulator is waiting for a SampleResult; the newcomer's Handshake is answered instead.
+    assert _core.decode(other.recv())[0] == MessageType.HANDSHAKE_RESULT
+    other.close(linger=0)
+
+
+def test_observation_errors_are_clear(remote):
+    model = remote("gum")
+    with pytest.raises(probexec.ObservationError, match="'obs' contains NaN"):
+        model.prior(10, observe={"obs": [float("nan"), 1.0]}, mode="per_draw")
+    with pytest.raises(probexec.ObservationError, match="'obs' has 3 value"):
+        model.prior(10, observe={"obs": [1.0, 2.0, 3.0]}, mode="per_draw")
+    with pytest.raises(probexec.ObservationError, match="'obs' has 1 value"):
+        model.prior(10, observe={"obs": [1.0]}, mode="stream")
+
+
+def test_unknown_simulator_and_bad_arguments():
+    with pytest.raises(KeyError, match=r"unknown simulator 'nope'.*gum"):
+        probexec.RemoteModel("nope")
+    with pytest.raises(ValueError, match="transport"):
+        probexec.RemoteModel("gum", transport="udp")
+    r = subprocess.run(
+        [str(probexec.get_simulator("gum").path()), "--bogus"], capture_output=True, timeout=10
+    )
+    assert r.returncode == 2 and b"unknown argument --bogus" in r.stderr
