@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <link.h>  // ElfW, ET_EXEC
 #include <execinfo.h>
+#include <unwind.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -96,7 +97,35 @@ int find_frame(void* const* pcs, int n, const void* pc) {
 }
 }  // namespace
 
+namespace {
+struct UnwindState {
+  void** pcs;
+  int n;
+  int max;
+  const void* stop;
+};
+
+_Unwind_Reason_Code collect_frame(struct _Unwind_Context* ctx, void* arg) {
+  auto* st = static_cast<UnwindState*>(arg);
+  void* pc = reinterpret_cast<void*>(_Unwind_GetIP(ctx));
+  if (!pc || pc == st->stop || st->n >= st->max) return _URC_END_OF_STACK;
+  st->pcs[st->n++] = pc;
+  return _URC_NO_REASON;
+}
+
+// backtrace() that stops before the frame whose return address is `stop`.
+__attribute__((noinline)) int backtrace_until(void** pcs, int max, const void* stop) {
+  UnwindState st{pcs, 0, max, stop};
+  _Unwind_Backtrace(collect_frame, &st);
+  return st.n;
+}
+}  // namespace
+
 void AddressBook::set_model_entry(const void* entry_return_pc) {
+  // Same runner call site as last time: same depth (the serve loop does not recurse).
+  if (entry_return_pc == entry_pc_ && entry_depth_ > 0) return;
+  entry_pc_ = entry_return_pc;
+  stop_pc_ = nullptr;
   void* pcs[256];
   int n = backtrace(pcs, 256);
   int i = find_frame(pcs, n, entry_return_pc);
@@ -133,12 +162,22 @@ std::uint64_t AddressBook::capture(const void* caller_pc, DrawKind kind, std::ui
     return id;
   }
   void* pcs[kMaxFrames];
-  int n = backtrace(pcs, kMaxFrames);
+  int n, end;
+  if (stop_pc_) {
+    n = backtrace_until(pcs, kMaxFrames, stop_pc_);
+    end = n;
+  } else {
+    n = backtrace(pcs, kMaxFrames);
+    // Frames below the model entry (the serve loop, main, libc) are the same for every draw.
+    end = n;
+    if (entry_depth_ > 0 && n < kMaxFrames) {
+      end = n - entry_depth_;
+      if (end > 0) stop_pc_ = pcs[end];  // the model runner's frame: unwind no further next time
+    }
+  }
   int begin = find_frame(pcs, n, caller_pc);
   if (begin < 0) begin = 0;
-  // Frames below the model entry (the serve loop, main, libc) are the same for every draw.
-  int end = n;
-  if (entry_depth_ > 0 && n < kMaxFrames && n - entry_depth_ > begin) end = n - entry_depth_;
+  if (end <= begin) end = n;
   for (int i = begin; i < end; ++i) id = mix(id, frame_key(pcs[i]));
   if (!infos_.count(id)) infos_.emplace(id, describe(id, pcs + begin, end - begin, kind, dist_type, name));
   return id;

@@ -40,7 +40,10 @@ class AddressBook {
   // Called by the function that runs the model, with its own return address: frames from there to
   // the bottom of the stack are not part of any address.
   void set_model_entry(const void* entry_return_pc);
-  void clear_model_entry() { entry_depth_ = 0; }
+  void clear_model_entry() {
+    entry_depth_ = 0;
+    entry_pc_ = stop_pc_ = nullptr;
+  }
 
  private:
   static constexpr int kMaxFrames = 64;
@@ -51,6 +54,10 @@ class AddressBook {
   std::unordered_map<std::uintptr_t, std::uint64_t> frame_keys_;
   std::unordered_map<std::uint64_t, AddressInfo> infos_;
   int entry_depth_ = 0;
+  const void* entry_pc_ = nullptr;  // the model runner's return address the depth was computed for
+  // Return address inside the model runner (its call of the model): once known, unwinding stops
+  // there, so a draw costs the user's stack depth, not the whole stack down to main().
+  const void* stop_pc_ = nullptr;
 };
 
 // The calling thread's address book (addresses are a property of the code, not of a connection).

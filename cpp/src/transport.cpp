@@ -39,16 +39,16 @@ void Socket::send(const void* data, std::size_t size) {
 }
 
 bool Socket::recv(ZmqMessage& msg, int timeout_ms) {
-  zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+  // A blocking receive with ZMQ_RCVTIMEO, not zmq_poll: polling first costs an extra system call
+  // and wake-up per message (~20 us a round trip here, a third of the whole ipc round trip).
+  if (timeout_ms != rcvtimeo_) {
+    if (zmq_setsockopt(sock_, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms) != 0) fail("zmq_setsockopt(ZMQ_RCVTIMEO)");
+    rcvtimeo_ = timeout_ms;
+  }
   for (;;) {
-    int rc = zmq_poll(&item, 1, timeout_ms);
-    if (rc < 0) {
-      if (zmq_errno() == EINTR) continue;
-      fail("zmq_poll");
-    }
-    if (rc == 0) return false;
-    if (zmq_msg_recv(msg.get(), sock_, ZMQ_DONTWAIT) >= 0) return true;
-    if (zmq_errno() != EAGAIN && zmq_errno() != EINTR) fail("zmq_msg_recv");
+    if (zmq_msg_recv(msg.get(), sock_, 0) >= 0) return true;
+    if (zmq_errno() == EAGAIN) return false;
+    if (zmq_errno() != EINTR) fail("zmq_msg_recv");
   }
 }
 

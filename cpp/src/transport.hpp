@@ -42,6 +42,7 @@ class Socket {
   void* ctx_ = nullptr;
   void* sock_ = nullptr;
   std::string endpoint_;
+  int rcvtimeo_ = -1;  // ZeroMQ's default: wait forever
 };
 
 }  // namespace probexec::detail

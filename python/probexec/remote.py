@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import zmq
 
 from probexec import _core
 from probexec.errors import ProtocolError, SimulatorDiedError, SimulatorError, VersionMismatchError
@@ -260,7 +261,20 @@ class RemoteModel(Model):
         t0 = time.perf_counter()
         assert self._conn is not None, f"simulator {self.name!r} is closed"
         conn = self._conn
+        where = self._where
+
+        def request(data: bytes) -> tuple:
+            # The socket directly when the reply is there within one receive slice (the common
+            # case); otherwise the connection's patient receive with its liveness checks.
+            sock = conn.socket
+            sock.send(data)
+            try:
+                return decode(sock.recv())
+            except zmq.Again:
+                return decode(conn.recv(what=where))
+
         decode = _core.decode
+        encode_scalar = _core.encode_sample_scalar
         draw = self._draw
         v1 = self.peer_version < 2
         draw.can_draw_locally = not v1 and "draw_locally" in self.capabilities
@@ -288,10 +302,14 @@ class RemoteModel(Model):
                         value = draw.value
                         if value is None:
                             raise ProtocolError(f"no handler chose a value for {name or address!r}")
-                        out = _core.encode_sample_result(value)
+                        out = (
+                            encode_scalar(value)
+                            if type(value) is float
+                            else _core.encode_sample_result(value)
+                        )
                         flags = (FLAG_CONTROLLED if control else 0) | (FLAG_REPLACE if replace else 0)
                         builder.add(aid, inst, SAMPLE, flags, dt, params, value)
-                    reply = decode(conn.request(out, what=self._where))
+                    reply = request(out)
                 elif kind == _OBSERVE:
                     _, address, name, dt, params, value, aid, inst, local = reply
                     if local is not None:
@@ -304,7 +322,7 @@ class RemoteModel(Model):
                     draw.dist_type, draw.params, draw.value = dt, params, value
                     apply(handlers, draw)
                     builder.add(aid, inst, OBSERVE, 0, dt, params, draw.value)
-                    reply = decode(conn.request(_OBSERVE_RESULT, what=self._where))
+                    reply = request(_OBSERVE_RESULT)
                 elif kind == _TAG:
                     _, address, name, value, aid, inst, local = reply
                     if local is not None:
@@ -314,7 +332,7 @@ class RemoteModel(Model):
                     elif address and aid not in self.addresses:
                         self.addresses.add(AddressRecord(aid, address, name, 0, TAG))
                     builder.add(aid, inst, TAG, 0, 0, (), value if value is not None else _EMPTY)
-                    reply = decode(conn.request(_TAG_RESULT, what=self._where))
+                    reply = request(_TAG_RESULT)
                 elif kind == _RUN_RESULT:
                     if reply[2] is not None:
                         builder.add_wire(reply[2])

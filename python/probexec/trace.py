@@ -471,24 +471,19 @@ class TraceBatch:
 
 
 class TraceBatchBuilder:
-    """Accumulates rows draw by draw (the per-draw path) into a TraceBatch."""
+    """Accumulates rows draw by draw (the per-draw path) into a TraceBatch.
+
+    One tuple per row on the hot path (a single list append); the columns are made once, in
+    `build`."""
 
     def __init__(self, addresses: AddressTable) -> None:
         self.addresses = addresses
-        self._ids: list[int] = []
-        self._instance: list[int] = []
-        self._kind: list[int] = []
-        self._flags: list[int] = []
-        self._dist: list[int] = []
-        self._params: list[np.ndarray | tuple[np.ndarray, ...]] = []
-        self._values: list[np.ndarray] = []
-        self._shapes: list[tuple[int, ...]] = []
-        self._log_prob: list[float] = []
+        # (address_id, instance, kind, flags, dist_type, params, value, log_prob)
+        self._rows: list[tuple[Any, ...]] = []
         self._trace_offsets = [0]
         self._results: list[np.ndarray | None] = []
         self._wall: list[float] = []
         self._errors: list[str] = []
-        self._has_given = False
 
     def add(
         self,
@@ -497,111 +492,99 @@ class TraceBatchBuilder:
         kind: int,
         flags: int,
         dist_type: int,
-        params: np.ndarray | tuple[np.ndarray, ...],
-        value: np.ndarray | None,
+        params: np.ndarray | tuple[Any, ...],
+        value: np.ndarray | float | None,
         log_prob: float = float("nan"),
     ) -> None:
-        self._ids.append(address_id)
-        self._instance.append(instance)
-        self._kind.append(kind)
-        if value is None:
-            flags |= FLAG_VALUE_OMITTED
-            value = np.zeros(0)
-        self._flags.append(flags)
-        self._dist.append(dist_type)
-        self._params.append(params)
-        self._values.append(value)
-        self._shapes.append(np.shape(value))
-        self._log_prob.append(log_prob)
-        if log_prob == log_prob:
-            self._has_given = True
+        self._rows.append((address_id, instance, kind, flags, dist_type, params, value, log_prob))
 
     def add_wire(self, draws: Mapping[str, Any]) -> None:
         """Rows the simulator drew locally and reported in a DrawBatch."""
         self.addresses.add_wire(draws["addresses"])
         ids = draws["address_id"]
-        if len(ids) == 0:
-            return
         po, vo, so = draws["param_offsets"], draws["value_offsets"], draws["shape_offsets"]
-        params, values, shapes = draws["params"], draws["values"], draws["shapes"]
+        params, values, shapes, flags = draws["params"], draws["values"], draws["shapes"], draws["flags"]
         for r in range(len(ids)):
-            omitted = bool(draws["flags"][r] & FLAG_VALUE_OMITTED)
-            v = values[vo[r] : vo[r + 1]].reshape(tuple(shapes[so[r] : so[r + 1]])) if not omitted else None
-            self.add(
-                int(ids[r]),
-                int(draws["instance"][r]),
-                int(draws["kind"][r]),
-                int(draws["flags"][r]),
-                int(draws["dist_type"][r]),
-                params[po[r] : po[r + 1]],
-                v,
+            omitted = bool(flags[r] & FLAG_VALUE_OMITTED)
+            v = None if omitted else values[vo[r] : vo[r + 1]].reshape(tuple(shapes[so[r] : so[r + 1]]))
+            self._rows.append(
+                (
+                    int(ids[r]),
+                    int(draws["instance"][r]),
+                    int(draws["kind"][r]),
+                    int(flags[r]),
+                    int(draws["dist_type"][r]),
+                    params[po[r] : po[r + 1]],
+                    v,
+                    float("nan"),
+                )
             )
 
     def end_trace(self, result: np.ndarray | None, wall_time: float, error: str = "") -> None:
-        self._trace_offsets.append(len(self._ids))
+        self._trace_offsets.append(len(self._rows))
         self._results.append(result)
         self._wall.append(wall_time)
         self._errors.append(error)
 
     def abandon_trace(self) -> None:
         """Forgets the rows of an unfinished trace."""
-        n = self._trace_offsets[-1]
-        for lst in (
-            self._ids,
-            self._instance,
-            self._kind,
-            self._flags,
-            self._dist,
-            self._params,
-            self._values,
-            self._shapes,
-            self._log_prob,
-        ):
-            del lst[n:]
+        del self._rows[self._trace_offsets[-1] :]
 
     @property
     def num_traces(self) -> int:
         return len(self._results)
 
     def build(self) -> TraceBatch:
-        def offsets(parts: list[Any]) -> np.ndarray:
+        rows = self._rows
+        n = len(rows)
+        flags = np.fromiter((r[3] | (FLAG_VALUE_OMITTED if r[6] is None else 0) for r in rows), np.uint8, n)
+        values = [np.zeros(0) if r[6] is None else np.asarray(r[6], dtype=np.float64) for r in rows]
+        shapes = [
+            np.asarray(v.shape if r[6] is not None else (), dtype=np.int32)
+            for r, v in zip(rows, values, strict=True)
+        ]
+        params: list[np.ndarray] = []
+        for r, v in zip(rows, values, strict=True):
+            p = r[5]
+            if not isinstance(p, tuple):
+                params.append(np.asarray(p, dtype=np.float64))
+            elif not p:
+                params.append(np.zeros(0))
+            elif r[4] == CATEGORICAL or all(np.size(q) == v.size for q in p):
+                # The DrawBatch layout: every parameter broadcast to the value's size, in wire order
+                # (Categorical probs as they are).
+                params.append(np.concatenate([np.ravel(q) for q in p]).astype(np.float64))
+            else:
+                shape = v.shape if v.size else np.broadcast_shapes(*(np.shape(q) for q in p))
+                params.append(
+                    np.concatenate([np.broadcast_to(q, shape).ravel() for q in p]).astype(np.float64)
+                )
+
+        def offsets(parts: list[np.ndarray]) -> np.ndarray:
             o = np.zeros(len(parts) + 1, dtype=np.int64)
-            np.cumsum([np.size(p) for p in parts], out=o[1:])
+            np.cumsum([p.size for p in parts], out=o[1:])
             return o
 
-        def flat(parts: list[np.ndarray]) -> np.ndarray:
-            return np.concatenate([np.ravel(p) for p in parts]).astype(np.float64) if parts else np.zeros(0)
+        def flat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate([p.ravel() for p in parts]).astype(dtype) if parts else np.zeros(0, dtype)
 
-        # Per-draw rows keep the wire's parameter tuple; flatten it here, once, in the DrawBatch
-        # layout (every parameter broadcast to the value's size; Categorical probs as they are).
-        for i, p in enumerate(self._params):
-            if isinstance(p, tuple):
-                if self._dist[i] == CATEGORICAL or not p:
-                    self._params[i] = np.concatenate([np.ravel(q) for q in p]) if p else np.zeros(0)
-                else:
-                    shape = (
-                        self._shapes[i]
-                        if self._values[i].size
-                        else np.broadcast_shapes(*(np.shape(q) for q in p))
-                    )
-                    self._params[i] = np.concatenate([np.broadcast_to(q, shape).ravel() for q in p])
-        shapes = [np.asarray(s, dtype=np.int32) for s in self._shapes]
+        log_prob = np.fromiter((r[7] for r in rows), np.float64, n)
         return TraceBatch(
-            np.array(self._ids, dtype=np.uint64),
-            np.array(self._instance, dtype=np.uint32),
-            np.array(self._kind, dtype=np.uint8),
-            np.array(self._flags, dtype=np.uint8),
-            np.array(self._dist, dtype=np.uint8),
-            offsets(self._params),
-            flat(self._params),
-            offsets(self._values),
-            flat(self._values),
+            np.fromiter((r[0] for r in rows), np.uint64, n),
+            np.fromiter((r[1] for r in rows), np.uint32, n),
+            np.fromiter((r[2] for r in rows), np.uint8, n),
+            flags,
+            np.fromiter((r[4] for r in rows), np.uint8, n),
+            offsets(params),
+            flat(params, np.float64),
+            offsets(values),
+            flat(values, np.float64),
             offsets(shapes),
-            np.concatenate(shapes).astype(np.int32) if shapes else np.zeros(0, np.int32),
+            flat(shapes, np.int32),
             np.array(self._trace_offsets, dtype=np.int64),
             list(self._results),
             np.array(self._wall),
             list(self._errors),
             self.addresses,
-            np.array(self._log_prob) if self._has_given else None,
+            log_prob if not np.isnan(log_prob).all() else None,
         )

@@ -44,8 +44,13 @@ py::object str_or_empty(const flatbuffers::String* s) { return s ? py::str(s->c_
 
 py::tuple dist_params(ppx::Distribution type, const void* table) {
   if (!table) throw probexec::error("malformed message: distribution union without a table");
+  // Scalar parameters (the common case) become Python floats: cheaper to make than 0-d arrays,
+  // and they let the engine's prior draw take NumPy's scalar fast path.
   auto p = [](const ppx::Tensor* t, const char* what) -> py::object {
     if (!t || !t->data() || t->data()->size() == 0) throw probexec::error(std::string("malformed distribution: missing parameter ") + what);
+    if (t->data()->size() == 1 && (!t->shape() || t->shape()->size() == 0 || (t->shape()->size() == 1 && t->shape()->Get(0) == 1))) {
+      return py::float_(t->data()->Get(0));
+    }
     return tensor_array(t);
   };
   switch (type) {
@@ -211,6 +216,13 @@ py::bytes encode_sample_result(py::array_t<double, py::array::c_style | py::arra
   return finished();
 }
 
+py::bytes encode_sample_scalar(double value) {
+  builder.Clear();
+  auto t = write_tensor(builder, &value, 1, nullptr, 0);
+  finish(builder, ppx::CreateSampleResult(builder, t, false), ppx::MessageBody::SampleResult);
+  return finished();
+}
+
 py::bytes encode_empty(int kind) {
   builder.Clear();
   flatbuffers::Offset<void> body;
@@ -243,6 +255,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("encode_handshake", &encode_handshake, py::arg("system_name"), py::arg("version"), py::arg("capabilities"));
   m.def("encode_run", &encode_run, py::arg("mode"), py::arg("num_traces"), py::arg("seed"), py::arg("record_uncontrolled_values") = true);
   m.def("encode_sample_result", &encode_sample_result, py::arg("value"), py::arg("draw_locally") = false);
+  m.def("encode_sample_scalar", &encode_sample_scalar, py::arg("value"), "SampleResult for a scalar value (hot path).");
   m.def("encode_empty", &encode_empty, py::arg("kind"));
   m.attr("PROTOCOL_VERSION") = probexec::protocol_version;
   py::list names;

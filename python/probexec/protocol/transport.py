@@ -7,7 +7,6 @@ touches another (pyprob's client terminated the process-wide context on close).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import zmq
@@ -33,6 +32,11 @@ class Connection:
     def _open(self) -> None:
         s = self._ctx.socket(zmq.REQ)
         s.setsockopt(zmq.LINGER, 0)
+        # A blocking receive in slices: one C call in the common case (pyzmq's poll() builds a
+        # Poller per call and costs more than the round trip it waits for), and a chance every
+        # slice to notice a dead server or the deadline.
+        self._slice = 0.1 if self._alive is not None else 1.0
+        s.setsockopt(zmq.RCVTIMEO, int(self._slice * 1000))
         s.connect(self.address)
         self._socket = s
 
@@ -41,36 +45,38 @@ class Connection:
             self._socket.close(linger=0)
         self._open()
 
+    @property
+    def socket(self) -> zmq.Socket:
+        assert self._socket is not None, "connection is closed"
+        return self._socket
+
     def send(self, data: bytes) -> None:
         assert self._socket is not None, "connection is closed"
-        self._socket.send(data, copy=len(data) < 4096)
+        self._socket.send(data)
 
     def recv(self, timeout: float | None = None, what: str = "a reply") -> bytes:
         """Waits for the reply; raises SimulatorTimeoutError (or the `alive` error) and reopens the
         socket so the connection can be used again after a restart of the server."""
         assert self._socket is not None, "connection is closed"
-        limit = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
         sock = self._socket
-        # Fast path: a reply that is already there (the common case for a quick simulator).
-        if sock.poll(0, zmq.POLLIN):
-            return sock.recv(copy=True)
-        slice_ms = 100 if self._alive is not None else 1000
+        limit = self.timeout if timeout is None else timeout
+        waited = 0.0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.reopen()
-                raise SimulatorTimeoutError(
-                    f"no answer from {self.address} within {limit:g} s while waiting for {what}"
-                )
-            if sock.poll(min(slice_ms, max(1, int(remaining * 1000))), zmq.POLLIN):
-                return sock.recv(copy=True)
+            try:
+                return sock.recv()
+            except zmq.Again:
+                waited += self._slice
             if self._alive is not None:
                 try:
                     self._alive()
                 except Exception:
                     self.reopen()
                     raise
+            if waited >= limit:
+                self.reopen()
+                raise SimulatorTimeoutError(
+                    f"no answer from {self.address} within {limit:g} s while waiting for {what}"
+                )
 
     def request(self, data: bytes, timeout: float | None = None, what: str = "a reply") -> bytes:
         self.send(data)
