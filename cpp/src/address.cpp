@@ -113,12 +113,6 @@ _Unwind_Reason_Code collect_frame(struct _Unwind_Context* ctx, void* arg) {
   return _URC_NO_REASON;
 }
 
-// backtrace() that stops before the frame whose return address is `stop`.
-__attribute__((noinline)) int backtrace_until(void** pcs, int max, const void* stop) {
-  UnwindState st{pcs, 0, max, stop};
-  _Unwind_Backtrace(collect_frame, &st);
-  return st.n;
-}
 }  // namespace
 
 void AddressBook::set_model_entry(const void* entry_return_pc) {
@@ -164,8 +158,10 @@ std::uint64_t AddressBook::capture(const void* caller_pc, DrawKind kind, std::ui
   void* pcs[kMaxFrames];
   int n, end;
   if (stop_pc_) {
-    n = backtrace_until(pcs, kMaxFrames, stop_pc_);
-    end = n;
+    // Unwinding costs thousands of instructions a frame: stop at the model runner.
+    UnwindState st{pcs, 0, kMaxFrames, stop_pc_};
+    _Unwind_Backtrace(collect_frame, &st);
+    n = end = st.n;
   } else {
     n = backtrace(pcs, kMaxFrames);
     // Frames below the model entry (the serve loop, main, libc) are the same for every draw.

@@ -44,46 +44,49 @@ void LocalContext::on_tag(const Tensor& value, const std::string&, std::uint64_t
   if (recorder_) recorder_->add(id, instance, DrawKind::Tag, 0, nullptr, value, true);
 }
 
-Tensor draw_sample(const Distribution& d, const SampleOptions& o, const void* caller) {
-  auto id = address_book().capture(caller, DrawKind::Sample, static_cast<std::uint8_t>(d.type()), o.name, o.address);
-  auto& ctx = current_context();
-  return ctx.on_sample(d, o, id, ctx.next_instance(id));
-}
-
-void draw_observe(const Distribution& d, const Tensor* value, const std::string& name, const void* caller) {
-  auto id = address_book().capture(caller, DrawKind::Observe, static_cast<std::uint8_t>(d.type()), name, "");
-  auto& ctx = current_context();
-  ctx.on_observe(d, value, name, id, ctx.next_instance(id));
-}
-
-void draw_tag(const Tensor& value, const std::string& name, const void* caller) {
-  auto id = address_book().capture(caller, DrawKind::Tag, 0, name, "");
-  auto& ctx = current_context();
-  ctx.on_tag(value, name, id, ctx.next_instance(id));
-}
-
 }  // namespace detail
+
+// Each public function captures the address itself (one probexec frame above the user's: every
+// frame costs thousands of instructions to unwind), starting at its own return address.
+__attribute__((noinline)) Tensor sample(const Distribution& dist, const SampleOptions& options) {
+  auto& book = detail::address_book();
+  auto id = book.capture(__builtin_return_address(0), detail::DrawKind::Sample, static_cast<std::uint8_t>(dist.type()),
+                         options.name, options.address);
+  auto& ctx = detail::current_context();
+  return ctx.on_sample(dist, options, id, ctx.next_instance(id));
+}
 
 __attribute__((noinline)) Tensor sample(const Distribution& dist, const std::string& name, bool control) {
   SampleOptions o;
   o.name = name;
   o.control = control;
-  return detail::draw_sample(dist, o, __builtin_return_address(0));
+  auto id = detail::address_book().capture(__builtin_return_address(0), detail::DrawKind::Sample,
+                                           static_cast<std::uint8_t>(dist.type()), name, "");
+  auto& ctx = detail::current_context();
+  return ctx.on_sample(dist, o, id, ctx.next_instance(id));
 }
 
-__attribute__((noinline)) Tensor sample(const Distribution& dist, const SampleOptions& options) {
-  return detail::draw_sample(dist, options, __builtin_return_address(0));
+namespace {
+void observe_at(const void* caller, const Distribution& dist, const Tensor* value, const std::string& name) {
+  auto id = detail::address_book().capture(caller, detail::DrawKind::Observe, static_cast<std::uint8_t>(dist.type()), name, "");
+  auto& ctx = detail::current_context();
+  ctx.on_observe(dist, value, name, id, ctx.next_instance(id));
 }
+}  // namespace
 
 __attribute__((noinline)) void observe(const Distribution& dist, const Tensor& value, const std::string& name) {
-  detail::draw_observe(dist, &value, name, __builtin_return_address(0));
+  observe_at(__builtin_return_address(0), dist, &value, name);
 }
 
 __attribute__((noinline)) void observe(const Distribution& dist, const std::string& name) {
-  detail::draw_observe(dist, nullptr, name, __builtin_return_address(0));
+  observe_at(__builtin_return_address(0), dist, nullptr, name);
 }
 
-__attribute__((noinline)) void tag(const Tensor& value, const std::string& name) { detail::draw_tag(value, name, __builtin_return_address(0)); }
+__attribute__((noinline)) void tag(const Tensor& value, const std::string& name) {
+  auto id = detail::address_book().capture(__builtin_return_address(0), detail::DrawKind::Tag, 0, name, "");
+  auto& ctx = detail::current_context();
+  ctx.on_tag(value, name, id, ctx.next_instance(id));
+}
 
 void seed(std::uint64_t value) {
   auto& ctx = detail::current_context();

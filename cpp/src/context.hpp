@@ -23,12 +23,22 @@ class Context {
                           std::uint32_t instance) = 0;
   virtual void on_tag(const Tensor& value, const std::string& name, std::uint64_t id, std::uint32_t instance) = 0;
 
-  // Per-trace instance counter of an address id (1-based).
-  std::uint32_t next_instance(std::uint64_t id) { return ++instances_[id]; }
-  void begin_trace() { instances_.clear(); }
+  // Per-trace instance counter of an address id (1-based). Counters of earlier traces are reset
+  // lazily by trace number, so a new trace frees and allocates nothing.
+  std::uint32_t next_instance(std::uint64_t id) {
+    auto& c = instances_[id];
+    if (c.trace != trace_) c = {trace_, 0};
+    return ++c.count;
+  }
+  void begin_trace() { ++trace_; }
 
  private:
-  std::unordered_map<std::uint64_t, std::uint32_t> instances_;
+  struct Counter {
+    std::uint64_t trace = 0;
+    std::uint32_t count = 0;
+  };
+  std::unordered_map<std::uint64_t, Counter> instances_;
+  std::uint64_t trace_ = 1;
 };
 
 // Draws locally; optionally records every draw (streaming, standalone output).
