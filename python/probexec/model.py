@@ -102,7 +102,7 @@ def _site(run: _PythonRun, name: str, dist_type: int, kind: int) -> tuple[int, i
     frames = []
     f = sys._getframe(3)  # skip _site, _draw and the public function
     depth = _stack_depth() - 3
-    while f is not None and depth > run.entry_depth:
+    while f is not None and depth >= run.entry_depth:  # the model function itself included
         frames.append((f.f_code, f.f_lineno))
         f = f.f_back
         depth -= 1

@@ -1,0 +1,61 @@
+"""The command line: listing simulators, serving one for a remote engine, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import probexec
+
+CLI = [sys.executable, "-m", "probexec"]
+
+
+def test_simulators_lists_names_latents_and_observations():
+    out = subprocess.run(
+        [*CLI, "simulators", "--json"], capture_output=True, text=True, check=True, timeout=60
+    )
+    sims = json.loads(out.stdout)
+    assert {"gum", "gum_marsaglia", "hmm", "branching"} <= set(sims)
+    assert sims["gum"]["latents"] == ["mu"] and sims["gum"]["observed"] == {"obs": [2]}
+    assert sims["hmm"]["latents"] == [f"state_{t}" for t in range(17)]
+    assert sims["branching"]["latents"] == ["r"]
+    text = subprocess.run([*CLI, "simulators"], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "gum_marsaglia" in text and "latents: mu" in text
+
+
+def test_serve_runs_a_simulator_for_a_remote_engine(tmp_path):
+    address = f"ipc://{tmp_path}/served.sock"
+    proc = subprocess.Popen([*CLI, "serve", "branching", "--address", address, "--quiet"])
+    try:
+        with probexec.RemoteModel(address=address, timeout=20) as model:
+            assert model.model_name == "branching" and model.supports_streaming
+            batch = model.prior(500, seed=0)
+            assert batch.num_traces == 500 and set(batch.addresses.names()) >= {"r", "obs"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_unknown_simulator_is_a_clear_error():
+    r = subprocess.run(
+        [*CLI, "serve", "nope", "--address", "ipc:///tmp/x"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2 and "unknown simulator 'nope'" in r.stderr
+
+
+def test_demo_runs_end_to_end():
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [*CLI, "demo", "--per-draw-traces", "200", "--stream-traces", "20000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "posterior mu mean" in r.stdout and "streaming" in r.stdout
+    assert time.monotonic() - t0 < 60
