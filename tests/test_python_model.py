@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import assert_moments
 
 import probexec
+from conftest import assert_moments
 from probexec.distributions import Normal, Poisson, TruncatedNormal, Uniform
 
 

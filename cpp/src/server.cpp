@@ -126,11 +126,16 @@ class Server {
   bool record_uncontrolled_values() const { return record_uncontrolled_values_; }
   // Sends the finished buffer and waits for the engine's reply of type `expected`.
   const ppx::Message* request(ppx::MessageBody expected);
-  // Address string for a per-draw message: v1 peers get it every time, v2 peers the first time.
-  std::string wire_address(std::uint64_t id) {
+  // Starts a Sample/Observe/Tag message: the address string (v1 peers get it every time, v2
+  // peers the first time the id travels) and the name.
+  std::pair<flatbuffers::Offset<flatbuffers::String>, flatbuffers::Offset<flatbuffers::String>> begin_draw_message(
+      std::uint64_t id) {
+    fbb_.Clear();
     const auto& info = address_book().info(id);
-    if (!v2()) return info.address;
-    return sent_.count(id) ? std::string() : info.address;
+    bool with_address = !v2() || !sent_.count(id);
+    auto addr = fbb_.CreateString(with_address ? info.address : std::string());
+    auto name = fbb_.CreateString(info.name);
+    return {addr, name};
   }
   // Draws made locally since the last message, plus the AddressInfo of `also_id` (the draw this
   // message is about) the first time that id travels.
@@ -388,10 +393,8 @@ Tensor RemoteContext::on_sample(const Distribution& d, const SampleOptions& o, s
     return v;
   }
   auto& b = s.builder();
-  b.Clear();
+  auto [addr, name] = s.begin_draw_message(id);
   const auto& info = address_book().info(id);
-  auto addr = b.CreateString(s.wire_address(id));
-  auto name = b.CreateString(info.name);
   auto dist = write_distribution(b, d);
   auto local = s.flush_pending(id);
   finish(b, ppx::CreateSample(b, addr, name, static_cast<ppx::Distribution>(d.type()), dist, o.control, o.replace, id, instance, local),
@@ -416,10 +419,7 @@ void RemoteContext::on_observe(const Distribution& d, const Tensor* value, const
                                std::uint32_t instance) {
   auto& s = server_;
   auto& b = s.builder();
-  b.Clear();
-  const auto& info = address_book().info(id);
-  auto addr = b.CreateString(s.wire_address(id));
-  auto name = b.CreateString(info.name);
+  auto [addr, name] = s.begin_draw_message(id);
   auto dist = write_distribution(b, d);
   flatbuffers::Offset<ppx::Tensor> val = value ? write_tensor(b, *value) : 0;
   auto local = s.flush_pending(id);
@@ -431,10 +431,7 @@ void RemoteContext::on_observe(const Distribution& d, const Tensor* value, const
 void RemoteContext::on_tag(const Tensor& value, const std::string&, std::uint64_t id, std::uint32_t instance) {
   auto& s = server_;
   auto& b = s.builder();
-  b.Clear();
-  const auto& info = address_book().info(id);
-  auto addr = b.CreateString(s.wire_address(id));
-  auto name = b.CreateString(info.name);
+  auto [addr, name] = s.begin_draw_message(id);
   auto val = write_tensor(b, value);
   auto local = s.flush_pending(id);
   finish(b, ppx::CreateTag(b, addr, name, val, id, instance, local), ppx::MessageBody::Tag);

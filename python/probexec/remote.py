@@ -23,6 +23,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -279,19 +280,12 @@ class RemoteModel(Model):
         v1 = self.peer_version < 2
         draw.can_draw_locally = not v1 and "draw_locally" in self.capabilities
         try:
-            reply = decode(
-                conn.request(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, True), what=self._where)
-            )
+            reply = request(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, True))
             while True:
                 kind = reply[0]
                 if kind == _SAMPLE:
                     _, address, name, dt, params, control, replace, aid, inst, local = reply
-                    if local is not None:
-                        builder.add_wire(local)
-                    if v1:
-                        aid, inst = self._v1_site(address, name, dt, SAMPLE)
-                    elif address and aid not in self.addresses:
-                        self.addresses.add(AddressRecord(aid, address, name, dt, SAMPLE))
+                    aid, inst = self._site(builder, local, v1, address, name, dt, SAMPLE, aid, inst)
                     draw.kind, draw.address_id, draw.instance, draw.name = SAMPLE, aid, inst, name
                     draw.dist_type, draw.params, draw.control, draw.replace = dt, params, control, replace
                     draw.value, draw.draw_locally = None, False
@@ -312,12 +306,7 @@ class RemoteModel(Model):
                     reply = request(out)
                 elif kind == _OBSERVE:
                     _, address, name, dt, params, value, aid, inst, local = reply
-                    if local is not None:
-                        builder.add_wire(local)
-                    if v1:
-                        aid, inst = self._v1_site(address, name, dt, OBSERVE)
-                    elif address and aid not in self.addresses:
-                        self.addresses.add(AddressRecord(aid, address, name, dt, OBSERVE))
+                    aid, inst = self._site(builder, local, v1, address, name, dt, OBSERVE, aid, inst)
                     draw.kind, draw.address_id, draw.instance, draw.name = OBSERVE, aid, inst, name
                     draw.dist_type, draw.params, draw.value = dt, params, value
                     apply(handlers, draw)
@@ -325,12 +314,7 @@ class RemoteModel(Model):
                     reply = request(_OBSERVE_RESULT)
                 elif kind == _TAG:
                     _, address, name, value, aid, inst, local = reply
-                    if local is not None:
-                        builder.add_wire(local)
-                    if v1:
-                        aid, inst = self._v1_site(address, name, 0, TAG)
-                    elif address and aid not in self.addresses:
-                        self.addresses.add(AddressRecord(aid, address, name, 0, TAG))
+                    aid, inst = self._site(builder, local, v1, address, name, 0, TAG, aid, inst)
                     builder.add(aid, inst, TAG, 0, 0, (), value if value is not None else _EMPTY)
                     reply = request(_TAG_RESULT)
                 elif kind == _RUN_RESULT:
@@ -355,6 +339,20 @@ class RemoteModel(Model):
         except BaseException:
             builder.abandon_trace()
             raise
+
+    def _site(
+        self, builder: TraceBatchBuilder, local: Any, v1: bool, address: str, name: str, dist_type: int, kind: int,
+        aid: int, inst: int,
+    ) -> tuple[int, int]:
+        """Records the draws made locally before this message, and returns the message's address id
+        and instance (computed here for a v1 peer, which sends only the address string)."""
+        if local is not None:
+            builder.add_wire(local)
+        if v1:
+            return self._v1_site(address, name, dist_type, kind)
+        if address and aid not in self.addresses:
+            self.addresses.add(AddressRecord(aid, address, name, dist_type, kind))
+        return aid, inst
 
     def _v1_site(self, address: str, name: str, dist_type: int, kind: int) -> tuple[int, int]:
         """Address id and instance for a v1 peer, which sends only the address string."""
