@@ -23,8 +23,8 @@ import tempfile
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -341,8 +341,16 @@ class RemoteModel(Model):
             raise
 
     def _site(
-        self, builder: TraceBatchBuilder, local: Any, v1: bool, address: str, name: str, dist_type: int, kind: int,
-        aid: int, inst: int,
+        self,
+        builder: TraceBatchBuilder,
+        local: Any,
+        v1: bool,
+        address: str,
+        name: str,
+        dist_type: int,
+        kind: int,
+        aid: int,
+        inst: int,
     ) -> tuple[int, int]:
         """Records the draws made locally before this message, and returns the message's address id
         and instance (computed here for a v1 peer, which sends only the address string)."""
