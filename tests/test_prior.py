@@ -51,8 +51,8 @@ def test_per_draw_and_stream_share_address_ids_across_processes(remote):
     assert a.trace_types()[0] == b.trace_types()[0]
 
 
-def test_marsaglia_prior_and_rejection_loop_length(remote):
-    model = remote("gum_marsaglia")
+def test_marsaglia_prior_and_rejection_loop_length(remote, transport):
+    model = remote("gum_marsaglia", transport=transport)
     batch = model.prior(N_STREAM, seed=3, mode="stream")
     mu = batch.values_of("mu")  # a tag
     assert_moments(mu, 1.0, SQRT5, "marsaglia prior mu")
@@ -73,9 +73,9 @@ def test_marsaglia_prior_and_rejection_loop_length(remote):
 
 
 @pytest.mark.parametrize("mode", ["per_draw", "stream"])
-def test_hmm_prior_state_marginals(remote, mode):
-    n = 1000 if mode == "per_draw" else 20000
-    batch = remote("hmm").prior(n, seed=5, mode=mode)
+def test_hmm_prior_state_marginals(remote, transport, mode):
+    n = 600 if mode == "per_draw" else 20000
+    batch = remote("hmm", transport=transport).prior(n, seed=5, mode=mode)
     T = np.array([[0.1, 0.5, 0.4], [0.2, 0.2, 0.6], [0.15, 0.15, 0.7]])
     marginal = np.full(3, 1 / 3)
     for t in range(17):
@@ -90,9 +90,9 @@ def test_hmm_prior_state_marginals(remote, mode):
 
 
 @pytest.mark.parametrize("mode", ["per_draw", "stream"])
-def test_branching_prior(remote, mode):
-    n = 2000 if mode == "per_draw" else 40000
-    batch = remote("branching").prior(n, seed=9, mode=mode)
+def test_branching_prior(remote, transport, mode):
+    n = 1500 if mode == "per_draw" else 40000
+    batch = remote("branching", transport=transport).prior(n, seed=9, mode=mode)
     r = batch.values_of("r")
     assert_moments(r, 4.0, 2.0, "branching r ~ Poisson(4)")
     s = batch.values_of("s")
