@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +103,87 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _observations(args: argparse.Namespace, info: Any) -> dict[str, np.ndarray]:
+    from probexec.conditioning import check_observations, load_observe_file, parse_observe_items
+
+    observe: dict[str, Any] = dict(info.default_observations)
+    if args.observe_file:
+        observe.update(load_observe_file(args.observe_file))
+    observe.update(parse_observe_items(args.observe or []))
+    return check_observations(observe, info.observed, info.name)
+
+
+def _cmd_prior(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from probexec.inference.importance import prior_traces
+    from probexec.inference.pool import remote_pool
+    from probexec.simulators import get_simulator
+
+    get_simulator(args.simulator)
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with remote_pool(args.simulator, workers=args.workers) as pool:
+        batch = prior_traces(pool, args.n, seed=args.seed, progress=not args.quiet)
+    path = out / "traces-00000.npz"
+    batch.save(path)
+    secs = time.perf_counter() - t0
+    summary = {
+        "simulator": args.simulator,
+        "num_traces": batch.num_traces,
+        "file": str(path),
+        "bytes": path.stat().st_size,
+        "seconds": secs,
+        "addresses": len(batch.addresses),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary) if args.json else f"wrote {batch.num_traces} traces to {path} in {secs:.1f} s")
+    return 0
+
+
+def _cmd_posterior(args: argparse.Namespace) -> int:
+    from probexec.inference import run_engine
+    from probexec.inference.pool import PoolExhaustedError, remote_pool
+    from probexec.inference.rmh import save_chain_states
+    from probexec.simulators import get_simulator
+
+    info = get_simulator(args.simulator)
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}")
+    observe = _observations(args, info)  # checked before any simulator starts
+    options: dict[str, Any] = {"seed": args.seed, "progress": not args.quiet, "latents": list(info.latents)}
+    if args.engine == "rmh":
+        workers = args.workers or min(args.chains, os.cpu_count() or 1)
+        options.update(chains=args.chains, burn_in=args.burn_in, thinning=args.thinning, resume=args.resume)
+    else:
+        workers = args.workers or os.cpu_count() or 1
+        options.update(likelihood_importance=args.likelihood_importance)
+    try:
+        with remote_pool(args.simulator, workers=workers) as pool:
+            posterior = run_engine(pool, args.engine, args.n, observe, **options)
+    except PoolExhaustedError as e:
+        print(f"probexec: {e}", file=sys.stderr)
+        return 1
+    out = posterior.save(args.output)
+    if args.engine == "rmh":
+        save_chain_states(posterior.stats.pop("chain_states"), out / "rmh_state.npz")
+    summary = posterior.summary()
+    summary.pop("chain_states", None)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{args.engine}: {summary['num_traces']} traces, ESS {summary['ess']:.0f}, {summary['seconds']:.1f} s"
+        )
+        for name, s in summary["latents"].items():
+            print(f"  {name}: mean {s['mean']}, std {s['std']}")
+        print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="probexec", description="Bayesian inference inside C++ simulators")
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,6 +201,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_serve)
+
+    s = sub.add_parser("prior", help="write a dataset of prior traces")
+    s.add_argument("simulator")
+    s.add_argument("-n", type=int, required=True, help="number of traces")
+    s.add_argument("-o", "--output", required=True, help="output directory")
+    s.add_argument("--workers", type=int, default=None, help="simulator processes (default: one per core)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_prior)
+
+    s = sub.add_parser("posterior", help="posterior inference on a built-in simulator")
+    s.add_argument("simulator")
+    s.add_argument("--engine", choices=["is", "rmh"], default="is")
+    s.add_argument("-n", type=int, required=True, help="traces (is) or kept samples over all chains (rmh)")
+    s.add_argument(
+        "--observe", action="append", metavar="NAME=VALUE", help="e.g. obs=8,9 or obs=[8,9] (repeatable)"
+    )
+    s.add_argument("--observe-file", help=".npz or .json of observations by name")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--chains", type=int, default=4)
+    s.add_argument("--burn-in", type=int, default=500)
+    s.add_argument("--thinning", type=int, default=1)
+    s.add_argument("--resume", help="continue RMH chains from a previous output directory")
+    s.add_argument("--likelihood-importance", type=float, default=1.0)
+    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_posterior)
 
     s = sub.add_parser("demo", help="a short end-to-end run on the GUM simulator")
     s.add_argument("--per-draw-traces", type=int, default=2000)

@@ -71,6 +71,21 @@ class Model(ABC):
 
         return sample_prior(self, num_traces, observe=observe, seed=seed, mode=mode, progress=progress)
 
+    def posterior(
+        self,
+        num_traces: int,
+        *,
+        engine: str = "is",
+        observe: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Posterior inference on this model: `engine` "is" (importance sampling with the prior as
+        proposal) or "rmh" (random-walk Metropolis–Hastings); `options` go to the engine
+        (seed, chains, burn_in, thinning, likelihood_importance, ...). Returns a `Posterior`."""
+        from probexec.inference import run_engine
+
+        return run_engine(self, engine, num_traces, observe or {}, **options)
+
 
 # --- Python models ---------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -293,6 +294,110 @@ class TraceBatch:
             addresses,
             given,
         )
+
+    def select(self, traces: np.ndarray) -> TraceBatch:
+        """The traces at `traces` (indices or a boolean mask), as a new batch."""
+        idx = np.arange(self.num_traces)[traces]
+        starts, stops = self.trace_offsets[idx], self.trace_offsets[idx + 1]
+        lengths = stops - starts
+        rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(
+            lengths.sum()
+        )
+        rows = rows.astype(np.int64)
+
+        def ragged(offsets: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            a, b = offsets[rows], offsets[rows + 1]
+            n = b - a
+            new_offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+            take = np.repeat(a - new_offsets[:-1], n) + np.arange(n.sum())
+            return new_offsets, data[take.astype(np.int64)]
+
+        po, p = ragged(self.param_offsets, self.params)
+        vo, v = ragged(self.value_offsets, self.values)
+        so, sh = ragged(self.shape_offsets, self.shapes)
+        return TraceBatch(
+            self.address_id[rows],
+            self.instance[rows],
+            self.kind[rows],
+            self.flags[rows],
+            self.dist_type[rows],
+            po,
+            p,
+            vo,
+            v,
+            so,
+            sh,
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            [self.results[i] for i in idx],
+            self.wall_time[idx] if len(self.wall_time) == self.num_traces else self.wall_time,
+            [self.errors[i] for i in idx] if self.errors else [],
+            self.addresses,
+            self.given_log_prob[rows] if self.given_log_prob is not None else None,
+        )
+
+    # --- files -------------------------------------------------------------------------------
+    _ARRAYS = (
+        "address_id",
+        "instance",
+        "kind",
+        "flags",
+        "dist_type",
+        "param_offsets",
+        "params",
+        "value_offsets",
+        "values",
+        "shape_offsets",
+        "shapes",
+        "trace_offsets",
+        "wall_time",
+    )
+
+    def save(self, path: str | Path) -> None:
+        """One `.npz` (NumPy arrays only, no pickle), written to a temporary name and renamed, so a
+        crash never leaves a half-written file under the real name. Layout: the DrawBatch columns,
+        results as ragged arrays, the address table and errors as JSON strings, format version 1."""
+        import json
+
+        res = [np.zeros(0) if r is None else np.asarray(r, dtype=np.float64) for r in self.results]
+        arrays = {k: getattr(self, k) for k in self._ARRAYS}
+        arrays["result_offsets"] = np.concatenate([[0], np.cumsum([r.size for r in res])]).astype(np.int64)
+        arrays["result_values"] = np.concatenate([r.ravel() for r in res]) if res else np.zeros(0)
+        arrays["result_ndim"] = np.array([r.ndim for r in res], dtype=np.int8)
+        table = [[r.id, r.address, r.name, r.dist_type, r.kind, r.source] for r in self.addresses]
+        arrays["addresses_json"] = np.array(json.dumps(table))
+        arrays["errors_json"] = np.array(json.dumps(self.errors))
+        arrays["format_version"] = np.array(1)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, addresses: AddressTable | None = None) -> TraceBatch:
+        import json
+
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if int(f["format_version"]) != 1:
+                    raise ValueError(f"format version {int(f['format_version'])}, this probexec reads 1")
+                cols = {k: f[k] for k in cls._ARRAYS}
+                ro, rv, rn = f["result_offsets"], f["result_values"], f["result_ndim"]
+                table = json.loads(str(f["addresses_json"]))
+                errors = json.loads(str(f["errors_json"]))
+        except (OSError, KeyError, ValueError, EOFError) as e:
+            raise ValueError(f"{path}: not a readable probexec trace file ({e})") from None
+        addresses = addresses if addresses is not None else AddressTable()
+        addresses.add_wire(tuple(r) for r in table)
+        results: list[np.ndarray | None] = [
+            rv[ro[i] : ro[i + 1]].reshape(())
+            if rn[i] == 0 and ro[i + 1] - ro[i] == 1
+            else rv[ro[i] : ro[i + 1]]
+            for i in range(len(rn))
+        ]
+        batch = cls(**cols, results=results, errors=errors, addresses=addresses)
+        if batch.trace_offsets[-1] != batch.num_rows or len(results) != batch.num_traces:
+            raise ValueError(f"{path}: inconsistent trace file (offsets do not match the rows)")
+        return batch
 
     # --- sizes ---------------------------------------------------------------------------------
     @property

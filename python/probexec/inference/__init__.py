@@ -1,5 +1,42 @@
-"""Inference engines. Each is a combination of handlers run over a model."""
+"""Inference engines. Each is a combination of handlers run over a model (or a pool of them).
 
+- `prior.sample_prior`: prior traces, streamed or per draw;
+- `importance.importance_sampling`: the prior as proposal, likelihood weights;
+- `rmh.rmh`: single-site random-walk Metropolis–Hastings, exact for changing trace structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from probexec.inference.importance import importance_sampling
+from probexec.inference.pool import ModelPool, PoolExhaustedError, remote_pool
 from probexec.inference.prior import sample_prior
+from probexec.inference.result import Posterior
+from probexec.inference.rmh import rmh
 
-__all__ = ["sample_prior"]
+ENGINES = ("is", "rmh")
+
+
+def run_engine(
+    target: Any, engine: str, num_traces: int, observe: Mapping[str, Any], **options: Any
+) -> Posterior:
+    if engine == "is":
+        return importance_sampling(target, num_traces, observe, **options)
+    if engine == "rmh":
+        return rmh(target, num_traces, observe, **options)
+    raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+
+
+__all__ = [
+    "ENGINES",
+    "ModelPool",
+    "PoolExhaustedError",
+    "Posterior",
+    "importance_sampling",
+    "remote_pool",
+    "rmh",
+    "run_engine",
+    "sample_prior",
+]

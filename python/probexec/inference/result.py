@@ -1,0 +1,77 @@
+"""What every engine returns: weighted traces and, per named latent, an `Empirical` posterior."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probexec.empirical import Empirical
+from probexec.trace import TraceBatch
+
+
+@dataclass
+class Posterior:
+    """Traces with log-weights (importance sampling) or equal weights (MCMC samples)."""
+
+    engine: str
+    traces: TraceBatch
+    log_weights: np.ndarray
+    latents: list[str]
+    seconds: float
+    dropped: int = 0  # traces whose weight was NaN or -inf, or that failed
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_traces(self) -> int:
+        return self.traces.num_traces
+
+    def __getitem__(self, name: str) -> Empirical:
+        return Empirical(self.traces.values_of(name), self.log_weights, name=name)
+
+    @property
+    def ess(self) -> float:
+        """Importance sampling: Kish's ESS of the weights. MCMC: the smallest autocorrelation ESS
+        over the scalar latents (the sample count overstates what correlated draws are worth)."""
+        per_latent = [e for e in self.stats.get("ess_per_latent", {}).values() if np.isfinite(e)]
+        if per_latent:
+            return float(min(per_latent))
+        lw = self.log_weights[np.isfinite(self.log_weights)]
+        if len(lw) == 0:
+            return 0.0
+        w = np.exp(lw - lw.max())
+        return float(w.sum() ** 2 / np.sum(w**2))
+
+    def summary(self) -> dict[str, Any]:
+        """The CLI's JSON: engine, num_traces, ess, seconds, latents {name: {mean, std}}, and more."""
+        latents = {}
+        for name in self.latents:
+            e = self[name]
+            mean, std = e.mean, e.stddev
+            latents[name] = {
+                "mean": mean.tolist() if isinstance(mean, np.ndarray) else float(mean),
+                "std": std.tolist() if isinstance(std, np.ndarray) else float(std),
+            }
+        return {
+            "engine": self.engine,
+            "num_traces": self.num_traces,
+            "ess": self.ess,
+            "seconds": self.seconds,
+            "dropped": self.dropped,
+            "latents": latents,
+            **self.stats,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """`posterior.npz` (per latent its values, plus log_weights; no pickle) and `summary.json`."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        arrays = {f"latent/{n}": self.traces.values_of(n) for n in self.latents}
+        tmp = d / "posterior.tmp.npz"
+        np.savez(tmp, log_weights=self.log_weights, **arrays)
+        tmp.replace(d / "posterior.npz")
+        (d / "summary.json").write_text(json.dumps(self.summary(), indent=2))
+        return d
