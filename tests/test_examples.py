@@ -26,6 +26,24 @@ def test_prior_sampling_example():
     assert "per_draw" in out and "stream" in out and "2 trace type(s)" in out
 
 
+def test_importance_sampling_example(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "importance_sampling.py"), "gum", "20000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    mean = float(r.stdout.split("mu: mean ")[1].split(",")[0])
+    assert abs(mean - 7.25) < 0.3 and (tmp_path / "is_posterior" / "posterior.npz").exists()
+
+
+def test_rmh_example():
+    out = run("examples/rmh.py", "branching", "2000")
+    assert "R-hat" in out and "P(r=5)" in out
+
+
 def test_python_model_example():
     out = run("examples/python_model.py")
     slope = float(out.split("slope: posterior mean ")[1].split()[0])

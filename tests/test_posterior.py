@@ -58,10 +58,8 @@ def branching_exact() -> np.ndarray:
 
     post = np.zeros(40)
     for r in range(40):
-        if r > 4:
-            like = pois(6, 6.0)
-        else:
-            like = sum(pois(s, 4.0) * pois(6, 1.0 + fib(3 * r) + s) for s in range(80))
+        # r > 4: lambda = 6; else lambda = 1 + fib(3r) + s with s ~ Poisson(4), summed out.
+        like = pois(6, 6.0) if r > 4 else sum(pois(s, 4.0) * pois(6, 1.0 + fib(3 * r) + s) for s in range(80))
         post[r] = pois(r, 4.0) * like
     return post / post.sum()
 
@@ -157,9 +155,9 @@ def test_rmh_resumes_from_saved_chain_states(tmp_path):
 
     with probexec.RemoteModel("gum") as model:
         first = rmh(model, 400, OBS, chains=2, burn_in=100, seed=9)
-        save_chain_states(first.stats["chain_states"], tmp_path / "rmh_state.npz")
+        save_chain_states(first.chain_states, tmp_path / "rmh_state.npz")
         states = load_chain_states(tmp_path)
-        assert states == first.stats["chain_states"]
+        assert states == first.chain_states
         # With a zero step the chains cannot move: the resumed samples are the saved states.
         resumed = rmh(model, 2, OBS, chains=2, burn_in=0, seed=10, step_scale=0.0, resume=tmp_path)
     last = [next(iter(s.values())) for s in states]

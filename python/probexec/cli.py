@@ -169,9 +169,8 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
         return 1
     out = posterior.save(args.output)
     if args.engine == "rmh":
-        save_chain_states(posterior.stats.pop("chain_states"), out / "rmh_state.npz")
+        save_chain_states(posterior.chain_states or [], out / "rmh_state.npz")
     summary = posterior.summary()
-    summary.pop("chain_states", None)
     if args.json:
         print(json.dumps(summary))
     else:

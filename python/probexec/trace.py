@@ -375,16 +375,18 @@ class TraceBatch:
     @classmethod
     def load(cls, path: str | Path, addresses: AddressTable | None = None) -> TraceBatch:
         import json
+        import zipfile
 
         try:
-            with np.load(path, allow_pickle=False) as f:
+            # Our own file handle: np.load leaves its own open when the zip directory is damaged.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
                 if int(f["format_version"]) != 1:
                     raise ValueError(f"format version {int(f['format_version'])}, this probexec reads 1")
                 cols = {k: f[k] for k in cls._ARRAYS}
                 ro, rv, rn = f["result_offsets"], f["result_values"], f["result_ndim"]
                 table = json.loads(str(f["addresses_json"]))
                 errors = json.loads(str(f["errors_json"]))
-        except (OSError, KeyError, ValueError, EOFError) as e:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a readable probexec trace file ({e})") from None
         addresses = addresses if addresses is not None else AddressTable()
         addresses.add_wire(tuple(r) for r in table)

@@ -24,6 +24,8 @@ class Posterior:
     seconds: float
     dropped: int = 0  # traces whose weight was NaN or -inf, or that failed
     stats: dict[str, Any] = field(default_factory=dict)
+    # MCMC: each chain's last controlled values, to resume from (see rmh.save_chain_states).
+    chain_states: list[dict[tuple[int, int], Any]] | None = None
 
     @property
     def num_traces(self) -> int:

@@ -311,8 +311,8 @@ def rmh(
             "thinning": thinning,
             "r_hat": r_hat,
             "ess_per_latent": ess,
-            "chain_states": [r[1] for r in results],
         },
+        chain_states=[r[1] for r in results],
     )
 
 
@@ -336,8 +336,10 @@ def load_chain_states(path: str | Path) -> list[dict[Key, Any]]:
     p = Path(path)
     if p.is_dir():
         p = p / "rmh_state.npz"
+    import zipfile
+
     try:
-        with np.load(p, allow_pickle=False) as f:
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             out = []
             for c in range(int(f["num_chains"])):
                 ids, inst, off = f[f"chain{c}/address_id"], f[f"chain{c}/instance"], f[f"chain{c}/offsets"]
@@ -351,5 +353,5 @@ def load_chain_states(path: str | Path) -> list[dict[Key, Any]]:
                     }
                 )
             return out
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ProbexecError(f"cannot resume RMH from {p}: {e}") from None
