@@ -126,7 +126,11 @@ def test_observations_from_flags_and_files(tmp_path):
     "args, code, message",
     [
         (["posterior", "nope", "-n", "10"], 2, "unknown simulator 'nope'"),
-        (["posterior", "gum", "-n", "10", "--observe", "y=1"], 1, "does not observe 'y'; it observes: obs"),
+        (
+            ["posterior", "gum", "-n", "10", "--observe", "y=1"],
+            1,
+            "has no observation or latent named 'y'; names: mu, obs",
+        ),
         (
             ["posterior", "gum", "-n", "10", "--observe", "obs=1,2,3"],
             1,

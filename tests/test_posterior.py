@@ -162,3 +162,33 @@ def test_rmh_resumes_from_saved_chain_states(tmp_path):
         resumed = rmh(model, 2, OBS, chains=2, burn_in=0, seed=10, step_scale=0.0, resume=tmp_path)
     last = [next(iter(s.values())) for s in states]
     np.testing.assert_allclose(resumed.traces.values_of("mu"), last)
+
+
+def test_a_named_sample_can_be_observed():
+    """Observing mu itself: every trace has mu = 7 and its density joins the likelihood."""
+    with probexec.RemoteModel("gum") as model:
+        post = model.posterior(300, engine="is", observe={"obs": [8.0, 9.0], "mu": 7.0}, seed=0)
+    mu = post.traces.values_of("mu")
+    assert (mu == 7.0).all()
+
+    def logn(x, m, s):
+        return -0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)
+
+    expected = logn(7.0, 1.0, math.sqrt(5)) + logn(8.0, 7.0, math.sqrt(2)) + logn(9.0, 7.0, math.sqrt(2))
+    np.testing.assert_allclose(post.traces.log_likelihood(), expected, atol=1e-9)
+    np.testing.assert_allclose(post.traces.log_prior(), 0.0, atol=1e-12)
+    assert post.ess == pytest.approx(300)
+    # In the branching model, observing r leaves s to infer: its posterior is the exact conditional.
+    with probexec.RemoteModel("branching") as model:
+        post = model.posterior(3000, engine="is", observe={"obs": [6.0], "r": 1.0}, seed=1)
+    assert (post.traces.values_of("r") == 1.0).all()
+    s = post["s"]
+
+    def pois(k, lam):
+        return math.exp(k * math.log(lam) - lam - math.lgamma(k + 1))
+
+    # r = 1: lambda = 1 + fib(3) + s = 3 + s; P(s | obs = 6) proportional to Poisson(s; 4) Poisson(6; 3 + s).
+    w = np.array([pois(k, 4.0) * pois(6, 3.0 + k) for k in range(60)])
+    exact_mean = float(np.sum(np.arange(60) * w) / w.sum())
+    exact_std = math.sqrt(float(np.sum((np.arange(60) - exact_mean) ** 2 * w) / w.sum()))
+    assert_close(s.mean, exact_mean, exact_std / math.sqrt(post.ess), "E[s | r = 1, obs = 6]")

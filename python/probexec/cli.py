@@ -110,7 +110,9 @@ def _observations(args: argparse.Namespace, info: Any) -> dict[str, np.ndarray]:
     if args.observe_file:
         observe.update(load_observe_file(args.observe_file))
     observe.update(parse_observe_items(args.observe or []))
-    return check_observations(observe, info.observed, info.name)
+    # Observations proper, and the latents: a named sample can be observed too.
+    declared: dict[str, Any] = {**{name: None for name in info.latents}, **info.observed}
+    return check_observations(observe, declared, info.name)
 
 
 def _cmd_prior(args: argparse.Namespace) -> int:

@@ -50,23 +50,29 @@ def load_observe_file(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def check_observations(
-    observations: Mapping[str, Any], declared: Mapping[str, tuple[int, ...]] | None, model: str
+    observations: Mapping[str, Any], declared: Mapping[str, tuple[int, ...] | None] | None, model: str
 ) -> dict[str, np.ndarray]:
-    """Values as float64 arrays, checked: known names (when `declared` is known), matching sizes,
-    no NaN or infinity. Raises ObservationError naming the observation and the model."""
+    """Values as float64 arrays, checked: known names (when `declared` is known), matching sizes
+    (when the declared shape is not None), no NaN or infinity. Raises ObservationError naming the
+    observation and the model."""
     out: dict[str, np.ndarray] = {}
     for name, value in observations.items():
         v = np.asarray(value, dtype=np.float64)
         if declared is not None:
             if name not in declared:
                 known = ", ".join(sorted(declared)) or "nothing"
-                raise ObservationError(f"model {model!r} does not observe {name!r}; it observes: {known}")
+                raise ObservationError(
+                    f"model {model!r} has no observation or latent named {name!r}; names: {known}"
+                )
             shape = declared[name]
-            if v.size != int(np.prod(shape)):
+            if shape is None:
+                pass
+            elif v.size != int(np.prod(shape)):
                 raise ObservationError(
                     f"observation {name!r} of model {model!r} has {v.size} value(s); the model observes shape {list(shape)}"
                 )
-            v = v.reshape(shape)
+            else:
+                v = v.reshape(shape)
         if not np.isfinite(v).all():
             raise ObservationError(f"observation {name!r} contains NaN or infinity: {v.tolist()}")
         out[name] = v

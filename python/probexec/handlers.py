@@ -38,6 +38,8 @@ class Draw:
     # honoured when the driver says the peer can (`can_draw_locally`: v2 with that capability).
     draw_locally: bool = False
     can_draw_locally: bool = False
+    # Set by Condition on a named sample the user observed: its density belongs to the likelihood.
+    observed: bool = False
 
 
 class Handler:
@@ -63,13 +65,19 @@ def apply(handlers: Sequence[Handler], draw: Draw) -> None:
 
 
 class Condition(Handler):
-    """Observations by name: the user's value replaces whatever the simulator observed."""
+    """Observations by name: the user's value replaces whatever the simulator observed. A named
+    sample can be observed too: its value is fixed and its density counts as likelihood."""
 
     def __init__(self, observations: Mapping[str, Any] | None) -> None:
         self.observations = {k: np.asarray(v, dtype=np.float64) for k, v in (observations or {}).items()}
         for k, v in self.observations.items():
             if np.isnan(v).any():
                 raise ObservationError(f"observation {k!r} contains NaN")
+
+    def on_sample(self, draw: Draw) -> None:
+        if draw.name in self.observations:
+            self.on_observe(draw)
+            draw.observed = True
 
     def on_observe(self, draw: Draw) -> None:
         obs = self.observations.get(draw.name)
@@ -81,7 +89,7 @@ class Condition(Handler):
                 f"observation {draw.name!r} has {obs.size} value(s) but the model observes "
                 f"{int(np.prod(shape))} there (shape {shape})"
             )
-        draw.value = obs.reshape(shape)
+        draw.value = float(obs.reshape(())) if shape == () else obs.reshape(shape)
 
 
 class PriorProposal(Handler):

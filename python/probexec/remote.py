@@ -38,6 +38,7 @@ from probexec.protocol.transport import Connection
 from probexec.simulators import get_simulator
 from probexec.trace import (
     FLAG_CONTROLLED,
+    FLAG_OBSERVED,
     FLAG_REPLACE,
     OBSERVE,
     SAMPLE,
@@ -288,7 +289,7 @@ class RemoteModel(Model):
                     aid, inst = self._site(builder, local, v1, address, name, dt, SAMPLE, aid, inst)
                     draw.kind, draw.address_id, draw.instance, draw.name = SAMPLE, aid, inst, name
                     draw.dist_type, draw.params, draw.control, draw.replace = dt, params, control, replace
-                    draw.value, draw.draw_locally = None, False
+                    draw.value, draw.draw_locally, draw.observed = None, False, False
                     apply(handlers, draw)
                     if draw.draw_locally:
                         out = _DRAW_LOCALLY
@@ -301,7 +302,11 @@ class RemoteModel(Model):
                             if type(value) is float
                             else _core.encode_sample_result(value)
                         )
-                        flags = (FLAG_CONTROLLED if control else 0) | (FLAG_REPLACE if replace else 0)
+                        flags = (
+                            (FLAG_CONTROLLED if control else 0)
+                            | (FLAG_REPLACE if replace else 0)
+                            | (FLAG_OBSERVED if draw.observed else 0)
+                        )
                         builder.add(aid, inst, SAMPLE, flags, dt, params, value)
                     reply = request(out)
                 elif kind == _OBSERVE:

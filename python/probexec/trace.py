@@ -24,7 +24,7 @@ from probexec.errors import ObservationError
 
 SAMPLE, OBSERVE, TAG = 0, 1, 2
 KIND_NAMES = ("sample", "observe", "tag")
-FLAG_CONTROLLED, FLAG_REPLACE, FLAG_VALUE_OMITTED = 1, 2, 4
+FLAG_CONTROLLED, FLAG_REPLACE, FLAG_VALUE_OMITTED, FLAG_OBSERVED = 1, 2, 4, 8
 CATEGORICAL = 3
 
 
@@ -464,12 +464,13 @@ class TraceBatch:
         return sums
 
     def log_prior(self) -> np.ndarray:
-        """Per trace: sum of the log-densities of its sampled values (those recorded)."""
-        return self._per_trace_sum(self.kind == SAMPLE)
+        """Per trace: sum of the log-densities of its sampled values (those recorded), not counting
+        samples the user observed."""
+        return self._per_trace_sum((self.kind == SAMPLE) & ((self.flags & FLAG_OBSERVED) == 0))
 
     def log_likelihood(self) -> np.ndarray:
-        """Per trace: sum of the log-densities of its observations."""
-        return self._per_trace_sum(self.kind == OBSERVE)
+        """Per trace: sum of the log-densities of its observations, named samples observed included."""
+        return self._per_trace_sum((self.kind == OBSERVE) | ((self.flags & FLAG_OBSERVED) != 0))
 
     # --- conditioning --------------------------------------------------------------------------
     def condition(self, observations: Mapping[str, Any]) -> None:

@@ -29,6 +29,14 @@ def _chunks(total: int, size: int) -> list[int]:
     return [min(size, total - i) for i in range(0, total, size)]
 
 
+def _sample_names(target: Model | ModelPool) -> list[str]:
+    """Names of the model's samples; one streamed trace teaches them when no trace has run yet."""
+    if not len(target.addresses) and target.supports_streaming:
+        model = target.models[0] if isinstance(target, ModelPool) else target
+        model.stream(1)
+    return target.addresses.names(kind=0)
+
+
 def prior_traces(
     target: Model | ModelPool,
     num_traces: int,
@@ -43,7 +51,9 @@ def prior_traces(
         raise ValueError(f"the number of traces must be at least 1, got {num_traces}")
     pool = target if isinstance(target, ModelPool) else None
     if mode == "auto":
-        mode = "stream" if target.supports_streaming else "per_draw"
+        # Observing a named sample fixes its value: only the per-draw path can do that.
+        observes_sample = bool(observe) and any(n in _sample_names(target) for n in observe)
+        mode = "stream" if target.supports_streaming and not observes_sample else "per_draw"
     sizes = _chunks(num_traces, CHUNK_STREAM if mode == "stream" else CHUNK_PER_DRAW)
     seeds = np.random.SeedSequence(seed).generate_state(len(sizes), dtype=np.uint64)
     if progress is None:

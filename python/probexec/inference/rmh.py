@@ -32,7 +32,7 @@ from probexec.handlers import Condition, Draw, Handler, PriorProposal
 from probexec.inference.pool import ModelPool
 from probexec.inference.result import Posterior
 from probexec.model import Model
-from probexec.trace import FLAG_CONTROLLED, OBSERVE, SAMPLE, TraceBatch, TraceBatchBuilder
+from probexec.trace import FLAG_CONTROLLED, FLAG_OBSERVED, OBSERVE, SAMPLE, TraceBatch, TraceBatchBuilder
 
 CONTINUOUS = {1, 2, 6, 7, 8, 9, 11}  # Normal Uniform Beta Exponential Gamma LogNormal Weibull
 POSITIVE = {7, 8, 9, 11}
@@ -75,7 +75,7 @@ def _state_of(batch: TraceBatch) -> _State:
     log_joint = 0.0
     for r in range(batch.num_rows):
         kind = batch.kind[r]
-        if kind == SAMPLE and batch.flags[r] & FLAG_CONTROLLED:
+        if kind == SAMPLE and batch.flags[r] & FLAG_CONTROLLED and not batch.flags[r] & FLAG_OBSERVED:
             key = (int(batch.address_id[r]), int(batch.instance[r]))
             v = batch.values[batch.value_offsets[r] : batch.value_offsets[r + 1]]
             shape = tuple(batch.shapes[batch.shape_offsets[r] : batch.shape_offsets[r + 1]])
@@ -86,7 +86,7 @@ def _state_of(batch: TraceBatch) -> _State:
                 batch.params[batch.param_offsets[r] : batch.param_offsets[r + 1]],
             )
             log_joint += float(lp[r])
-        elif kind == OBSERVE:
+        elif kind == OBSERVE or batch.flags[r] & FLAG_OBSERVED:
             log_joint += float(lp[r])
     return _State(batch, values, site_logp, info, log_joint)
 
