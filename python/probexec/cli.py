@@ -118,8 +118,8 @@ def _observations(args: argparse.Namespace, info: Any) -> dict[str, np.ndarray]:
 def _cmd_prior(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probexec.inference.importance import prior_traces
     from probexec.inference.pool import remote_pool
+    from probexec.inference.prior import sample_prior
     from probexec.simulators import get_simulator
 
     get_simulator(args.simulator)
@@ -129,7 +129,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with remote_pool(args.simulator, workers=args.workers) as pool:
-        batch = prior_traces(pool, args.n, seed=args.seed, progress=not args.quiet)
+        batch = sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet)
     path = out / "traces-00000.npz"
     batch.save(path)
     secs = time.perf_counter() - t0

@@ -14,14 +14,30 @@ import numpy as np
 from tqdm import tqdm
 
 from probexec.handlers import Condition, PriorProposal
+from probexec.inference.pool import ModelPool
 from probexec.model import Model
 from probexec.trace import TraceBatch, TraceBatchBuilder
 
-STREAM_CHUNK = 2000
+CHUNK_STREAM = 2000
+CHUNK_PER_DRAW = 100
+
+
+def _chunks(total: int, size: int) -> list[int]:
+    return [min(size, total - i) for i in range(0, total, size)]
+
+
+def _sample_names(target: Model | ModelPool) -> list[str]:
+    """Names of the model's samples; one streamed trace teaches them when no trace has run yet."""
+    if not len(target.addresses) and target.supports_streaming:
+        if isinstance(target, ModelPool):
+            target.map([1], lambda model, _i, n: model.stream(n))  # the pool's failure handling applies
+        else:
+            target.stream(1)
+    return target.addresses.names(kind=0)
 
 
 def sample_prior(
-    model: Model,
+    target: Model | ModelPool,
     num_traces: int,
     *,
     observe: Mapping[str, Any] | None = None,
@@ -29,39 +45,49 @@ def sample_prior(
     mode: str = "auto",
     local: bool = False,
     progress: bool | None = None,
-    chunk: int = STREAM_CHUNK,
 ) -> TraceBatch:
-    """`num_traces` traces with every value from the prior; with `observe`, each trace's
-    log-likelihood is that of the given data. `mode` is "stream", "per_draw" or "auto"."""
+    """`num_traces` traces with every value from the prior, from one model or a pool; with
+    `observe`, each trace's log-likelihood is that of the given data. `mode` is "stream",
+    "per_draw" or "auto" (streamed when the simulator can and nothing needs control). `local`:
+    per-draw, but the simulator draws the values itself on request. Work is cut into chunks with
+    their own seeds, so the result does not depend on which worker ran which chunk."""
     if num_traces < 1:
-        raise ValueError(f"num_traces must be at least 1, got {num_traces}")
-    if mode == "auto":
-        mode = "stream" if model.supports_streaming else "per_draw"
-    if mode not in ("stream", "per_draw"):
+        raise ValueError(f"the number of traces must be at least 1, got {num_traces}")
+    if mode not in ("stream", "per_draw", "auto"):
         raise ValueError(f"mode must be 'stream', 'per_draw' or 'auto', not {mode!r}")
-    rng = np.random.default_rng(seed)
+    pool = target if isinstance(target, ModelPool) else None
+    if mode == "auto":
+        # Observing a named sample fixes its value: only the per-draw path can do that.
+        observes_sample = bool(observe) and any(n in _sample_names(target) for n in observe)
+        mode = "stream" if target.supports_streaming and not observes_sample else "per_draw"
+    sizes = _chunks(num_traces, CHUNK_STREAM if mode == "stream" else CHUNK_PER_DRAW)
+    seeds = np.random.SeedSequence(seed).generate_state(len(sizes), dtype=np.uint64)
     if progress is None:
-        progress = num_traces >= 20000 if mode == "stream" else num_traces >= 2000
-    bar = tqdm(total=num_traces, desc=f"prior {model.name} ({mode})", unit="trace", disable=not progress)
-    try:
+        progress = num_traces >= (20000 if mode == "stream" else 1000)
+    bar = tqdm(total=num_traces, desc=f"{target.name} ({mode})", unit="trace", disable=not progress)
+    condition = Condition(observe)
+
+    def run(model: Model, i: int, n: int) -> TraceBatch:
         if mode == "stream":
-            condition = Condition(observe)  # validates the observations (NaN) before any trace runs
-            batches = []
-            done = 0
-            while done < num_traces:
-                k = min(chunk, num_traces - done)
-                batches.append(model.stream(k, seed=int(rng.integers(2**63))))
-                done += k
-                bar.update(k)
-            batch = TraceBatch.concat(batches)
-            if condition.observations:
-                batch.condition(condition.observations)
-            return batch
-        handlers = [Condition(observe), PriorProposal(rng, local=local)]
+            return model.stream(n, seed=int(seeds[i]))
+        rng = np.random.default_rng(int(seeds[i]))
+        handlers = [condition, PriorProposal(rng, local=local)]
         builder = TraceBatchBuilder(model.addresses)
-        for _ in range(num_traces):
+        for _ in range(n):
             model.run_trace(handlers, builder, seed=int(rng.integers(2**63)))
-            bar.update(1)
         return builder.build()
+
+    try:
+        if pool is not None:
+            batches = pool.map(sizes, run, on_done=lambda i: bar.update(sizes[i]))
+        else:
+            batches = []
+            for i, n in enumerate(sizes):
+                batches.append(run(target, i, n))  # type: ignore[arg-type]
+                bar.update(n)
     finally:
         bar.close()
+    batch = TraceBatch.concat(batches)
+    if mode == "stream" and condition.observations:
+        batch.condition(condition.observations)
+    return batch
