@@ -104,7 +104,7 @@ def test_branching_prior(remote, transport, mode):
 
 
 def test_kitchen_sink_every_type_and_uncontrolled_draws(remote):
-    model = remote("kitchen_sink")
+    model = remote("kitchen_sink", record_uncontrolled_values=True)
     for mode in ("per_draw", "stream"):
         batch = model.prior(200, seed=2, mode=mode)
         trace = batch.trace(0)
@@ -144,14 +144,20 @@ def test_kitchen_sink_every_type_and_uncontrolled_draws(remote):
         assert controlled.sum() == 12 * 200
 
 
-def test_uncontrolled_values_can_be_counted_only(remote):
+@pytest.mark.parametrize("mode", ["per_draw", "stream"])
+def test_uncontrolled_draws_are_counted_by_default(remote, mode):
+    """By default an uncontrolled draw leaves one row per address and trace, with a count."""
     model = remote("kitchen_sink")
-    batch = model.stream(50, seed=1, record_uncontrolled_values=False)
+    batch = model.prior(50, seed=1, mode=mode)
     noise_rows = np.isin(batch.address_id, batch.addresses.ids_named("noise"))
-    assert noise_rows.sum() == 500
+    assert noise_rows.sum() == 50
+    assert (batch.count[noise_rows] == 10).all()
     assert (batch.flags[noise_rows] & FLAG_VALUE_OMITTED).all()
     assert np.isnan(batch.log_prob()[noise_rows]).all()
-    assert batch.trace(0).named("noise").value is None
+    noise = batch.trace(0).named("noise")
+    assert noise.value is None and noise.count == 10 and not noise.controlled
+    # The tag still carries the sum the simulator computed from those draws.
+    assert np.isfinite(batch.values_of("noise_sum")).all()
 
 
 def test_draw_locally_flag(remote):

@@ -1,5 +1,7 @@
 #include "wire.hpp"
 
+#include <algorithm>
+
 namespace probexec::detail {
 
 const ppx::Message* parse_message(const std::uint8_t* data, std::size_t size) {
@@ -94,6 +96,15 @@ Distribution read_distribution(ppx::Distribution type, const void* table) {
 
 void DrawRecorder::add(std::uint64_t id, std::uint32_t instance, DrawKind kind, std::uint8_t flags, const Distribution* dist,
                        const Tensor& value, bool keep_value) {
+  if (!keep_value && kind == DrawKind::Sample && !(flags & kControlled)) {
+    auto it = counted_.find(id);
+    if (it != counted_.end()) {
+      ++counts_[it->second];
+      return;
+    }
+    counted_.emplace(id, ids_.size());
+  }
+  counts_.push_back(1);
   ids_.push_back(id);
   instances_.push_back(instance);
   kinds_.push_back(static_cast<std::uint8_t>(kind));
@@ -128,6 +139,8 @@ void DrawRecorder::drop_trace() {
   if (trace_offsets_.empty()) return;
   std::size_t start = trace_offsets_.back();
   trace_offsets_.pop_back();
+  counted_.clear();
+  counts_.resize(start);
   ids_.resize(start);
   instances_.resize(start);
   kinds_.resize(start);
@@ -142,6 +155,8 @@ void DrawRecorder::drop_trace() {
 }
 
 void DrawRecorder::clear() {
+  counts_.clear();
+  counted_.clear();
   ids_.clear();
   instances_.clear();
   kinds_.clear();
@@ -194,7 +209,10 @@ flatbuffers::Offset<ppx::DrawBatch> DrawRecorder::write(Builder& b, std::unorder
     v_wall = b.CreateVector(wall_times_);
   }
   auto v_addr = b.CreateVector(infos);
-  return ppx::CreateDrawBatch(b, v_ids, v_inst, v_kind, v_flags, v_dt, v_po, v_p, v_vo, v_v, v_so, v_s, v_to, v_res, v_wall, v_addr);
+  bool all_single = std::all_of(counts_.begin(), counts_.end(), [](std::uint32_t c) { return c == 1; });
+  flatbuffers::Offset<flatbuffers::Vector<std::uint32_t>> v_count = all_single ? 0 : b.CreateVector(counts_);
+  return ppx::CreateDrawBatch(b, v_ids, v_inst, v_kind, v_flags, v_dt, v_po, v_p, v_vo, v_v, v_so, v_s, v_to, v_res, v_wall, v_addr,
+                              v_count);
 }
 
 }  // namespace probexec::detail

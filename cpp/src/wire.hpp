@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -40,7 +41,10 @@ class DrawRecorder {
  public:
   void add(std::uint64_t id, std::uint32_t instance, DrawKind kind, std::uint8_t flags, const Distribution* dist,
            const Tensor& value, bool keep_value);
-  void begin_trace() { trace_offsets_.push_back(static_cast<std::uint32_t>(rows())); }
+  void begin_trace() {
+    trace_offsets_.push_back(static_cast<std::uint32_t>(rows()));
+    counted_.clear();
+  }
   void end_trace(const Tensor& result, double seconds);
   void drop_trace();  // forget the rows of the trace begun last (it failed)
   std::size_t rows() const { return ids_.size(); }
@@ -61,6 +65,10 @@ class DrawRecorder {
   std::vector<std::uint32_t> trace_offsets_;
   std::vector<Tensor> trace_results_;
   std::vector<double> wall_times_;
+  // Uncontrolled draws whose values are not kept become one row per address with a count: a
+  // shower's thousands of spot draws cost a few rows, not thousands.
+  std::vector<std::uint32_t> counts_;
+  std::unordered_map<std::uint64_t, std::size_t> counted_;  // address id -> its row, this trace
 };
 
 enum DrawFlags : std::uint8_t { kControlled = 1, kReplace = 2, kValueOmitted = 4 };

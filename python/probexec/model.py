@@ -50,7 +50,7 @@ class Model(ABC):
         """Runs one trace; its rows go to `builder`."""
 
     def stream(
-        self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool = True
+        self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool | None = None
     ) -> TraceBatch:
         raise NotImplementedError(f"model {self.name!r} cannot stream traces")
 

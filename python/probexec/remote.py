@@ -92,6 +92,7 @@ class RemoteModel(Model):
         startup_timeout: float = 30.0,
         protocol_version: int = PROTOCOL_VERSION,
         addresses: AddressTable | None = None,
+        record_uncontrolled_values: bool = False,
     ) -> None:
         if simulator is None and address is None and executable is None:
             raise ValueError("RemoteModel needs a simulator name, an address or an executable")
@@ -106,6 +107,9 @@ class RemoteModel(Model):
         self.timeout = timeout
         self.startup_timeout = startup_timeout
         self.requested_version = protocol_version
+        # Uncontrolled draws (a shower's thousands of spots) are kept as a count per address and
+        # trace unless their values are asked for.
+        self.record_uncontrolled_values = record_uncontrolled_values
         self.addresses = addresses if addresses is not None else AddressTable()
         self.peer_version = 0
         self.capabilities: tuple[str, ...] = ()
@@ -281,7 +285,7 @@ class RemoteModel(Model):
         v1 = self.peer_version < 2
         draw.can_draw_locally = not v1 and "draw_locally" in self.capabilities
         try:
-            reply = request(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, True))
+            reply = request(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, self.record_uncontrolled_values))
             while True:
                 kind = reply[0]
                 if kind == _SAMPLE:
@@ -380,7 +384,7 @@ class RemoteModel(Model):
         return aid, inst
 
     def stream(
-        self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool = True
+        self, num_traces: int, seed: int | None = None, record_uncontrolled_values: bool | None = None
     ) -> TraceBatch:
         """`num_traces` complete traces drawn by the simulator itself, in one message."""
         if not self.supports_streaming:
@@ -388,6 +392,8 @@ class RemoteModel(Model):
                 f"simulator {self.name!r} (protocol {self.peer_version or 'v1'}) cannot stream traces"
             )
         self._where = f"streamed traces {self.traces_run}..{self.traces_run + num_traces - 1}"
+        if record_uncontrolled_values is None:
+            record_uncontrolled_values = self.record_uncontrolled_values
         reply = self._request(
             _core.encode_run(int(RunMode.STREAM), num_traces, seed, record_uncontrolled_values)
         )

@@ -107,6 +107,7 @@ class Variable:
     log_prob: float
     controlled: bool
     replace: bool
+    count: int = 1  # draws this record stands for (uncontrolled draws kept as a count)
 
     @property
     def observed(self) -> bool:
@@ -184,6 +185,8 @@ class TraceBatch:
     addresses: AddressTable
     # Log-densities known in advance (Python models); NaN means "compute from the row's parameters".
     given_log_prob: np.ndarray | None = None
+    # How many draws each row stands for (uncontrolled draws recorded as a count); None: all 1.
+    count: np.ndarray | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # --- construction --------------------------------------------------------------------------
@@ -242,6 +245,7 @@ class TraceBatch:
             draws["wall_time"],
             list(errors),
             addresses,
+            count=draws.get("count"),
         )
 
     @staticmethod
@@ -293,6 +297,11 @@ class TraceBatch:
             [e for b in batches for e in b.errors],
             addresses,
             given,
+            count=np.concatenate(
+                [b.count if b.count is not None else np.ones(b.num_rows, np.uint32) for b in batches]
+            )
+            if any(b.count is not None for b in batches)
+            else None,
         )
 
     def select(self, traces: np.ndarray) -> TraceBatch:
@@ -333,6 +342,7 @@ class TraceBatch:
             [self.errors[i] for i in idx] if self.errors else [],
             self.addresses,
             self.given_log_prob[rows] if self.given_log_prob is not None else None,
+            count=self.count[rows] if self.count is not None else None,
         )
 
     # --- files -------------------------------------------------------------------------------
@@ -366,6 +376,7 @@ class TraceBatch:
         table = [[r.id, r.address, r.name, r.dist_type, r.kind, r.source] for r in self.addresses]
         arrays["addresses_json"] = np.array(json.dumps(table))
         arrays["errors_json"] = np.array(json.dumps(self.errors))
+        arrays["count"] = self.count if self.count is not None else np.ones(self.num_rows, np.uint32)
         arrays["format_version"] = np.array(1)
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -386,6 +397,7 @@ class TraceBatch:
                 ro, rv, rn = f["result_offsets"], f["result_values"], f["result_ndim"]
                 table = json.loads(str(f["addresses_json"]))
                 errors = json.loads(str(f["errors_json"]))
+                count = f["count"] if "count" in f.files else None
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a readable probexec trace file ({e})") from None
         addresses = addresses if addresses is not None else AddressTable()
@@ -396,7 +408,7 @@ class TraceBatch:
             else rv[ro[i] : ro[i + 1]]
             for i in range(len(rn))
         ]
-        batch = cls(**cols, results=results, errors=errors, addresses=addresses)
+        batch = cls(**cols, results=results, errors=errors, addresses=addresses, count=count)
         if batch.trace_offsets[-1] != batch.num_rows or len(results) != batch.num_traces:
             raise ValueError(f"{path}: inconsistent trace file (offsets do not match the rows)")
         return batch
@@ -561,6 +573,7 @@ class TraceBatch:
                     log_prob=float(lp[r]),
                     controlled=bool(self.flags[r] & FLAG_CONTROLLED),
                     replace=bool(self.flags[r] & FLAG_REPLACE),
+                    count=int(self.count[r]) if self.count is not None else 1,
                 )
             )
         res = self.results[i]
@@ -586,7 +599,7 @@ class TraceBatchBuilder:
 
     def __init__(self, addresses: AddressTable) -> None:
         self.addresses = addresses
-        # (address_id, instance, kind, flags, dist_type, params, value, log_prob)
+        # (address_id, instance, kind, flags, dist_type, params, value, log_prob, count)
         self._rows: list[tuple[Any, ...]] = []
         self._trace_offsets = [0]
         self._results: list[np.ndarray | None] = []
@@ -604,7 +617,7 @@ class TraceBatchBuilder:
         value: np.ndarray | float | None,
         log_prob: float = float("nan"),
     ) -> None:
-        self._rows.append((address_id, instance, kind, flags, dist_type, params, value, log_prob))
+        self._rows.append((address_id, instance, kind, flags, dist_type, params, value, log_prob, 1))
 
     def add_wire(self, draws: Mapping[str, Any]) -> None:
         """Rows the simulator drew locally and reported in a DrawBatch."""
@@ -612,6 +625,7 @@ class TraceBatchBuilder:
         ids = draws["address_id"]
         po, vo, so = draws["param_offsets"], draws["value_offsets"], draws["shape_offsets"]
         params, values, shapes, flags = draws["params"], draws["values"], draws["shapes"], draws["flags"]
+        counts = draws.get("count")
         for r in range(len(ids)):
             omitted = bool(flags[r] & FLAG_VALUE_OMITTED)
             v = None if omitted else values[vo[r] : vo[r + 1]].reshape(tuple(shapes[so[r] : so[r + 1]]))
@@ -625,6 +639,7 @@ class TraceBatchBuilder:
                     params[po[r] : po[r + 1]],
                     v,
                     float("nan"),
+                    int(counts[r]) if counts is not None else 1,
                 )
             )
 
@@ -677,6 +692,7 @@ class TraceBatchBuilder:
             return np.concatenate([p.ravel() for p in parts]).astype(dtype) if parts else np.zeros(0, dtype)
 
         log_prob = np.fromiter((r[7] for r in rows), np.float64, n)
+        count = np.fromiter((r[8] for r in rows), np.uint32, n)
         return TraceBatch(
             np.fromiter((r[0] for r in rows), np.uint64, n),
             np.fromiter((r[1] for r in rows), np.uint32, n),
@@ -695,4 +711,5 @@ class TraceBatchBuilder:
             list(self._errors),
             self.addresses,
             log_prob if not np.isnan(log_prob).all() else None,
+            count=count if (count != 1).any() else None,
         )

@@ -97,6 +97,7 @@ py::object draw_batch(const ppx::DrawBatch* b) {
     }
   }
   out["addresses"] = addrs;
+  out["count"] = b->count() ? py::object(vec_array(b->count())) : py::none();
   // Row-count consistency, so a malformed batch fails here and not deep inside the engine.
   std::size_t rows = b->address_id() ? b->address_id()->size() : 0;
   auto check = [&](std::size_t n, const char* what) {
@@ -109,6 +110,7 @@ py::object draw_batch(const ppx::DrawBatch* b) {
   check(b->param_offsets() ? b->param_offsets()->size() - 1 : 0, "param_offsets");
   check(b->value_offsets() ? b->value_offsets()->size() - 1 : 0, "value_offsets");
   check(b->shape_offsets() ? b->shape_offsets()->size() - 1 : 0, "shape_offsets");
+  if (b->count()) check(b->count()->size(), "count");
   auto last = [](const flatbuffers::Vector<std::uint32_t>* o) -> std::size_t { return o && o->size() ? o->Get(o->size() - 1) : 0; };
   auto size = [](const auto* v) -> std::size_t { return v ? v->size() : 0; };
   if (last(b->param_offsets()) != size(b->params()) || last(b->value_offsets()) != size(b->values()) ||
