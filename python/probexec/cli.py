@@ -185,6 +185,56 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    """Events for plotting: every named quantity per event (latents, tags, observations; for an
+    observation also its noiseless mean), NaN where an event lacks it."""
+    from pathlib import Path
+
+    from probexec.inference.pool import remote_pool
+    from probexec.inference.prior import sample_prior
+    from probexec.simulators import get_simulator
+    from probexec.trace import OBSERVE
+
+    info = get_simulator(args.simulator)
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}")
+    t0 = time.perf_counter()
+    with remote_pool(args.simulator, workers=args.workers) as pool:
+        batch = sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet)
+    arrays: dict[str, np.ndarray] = {}
+    for name in batch.addresses.names():
+        arrays[name] = batch.values_of(name)
+        if name in batch.addresses.names(kind=OBSERVE):
+            arrays[f"{name}__mean"] = _observation_means(batch, name)
+    shapes = {name: list(shape) for name, shape in info.observed.items()}
+    arrays["__meta__"] = np.array(
+        json.dumps({"simulator": info.name, "seed": args.seed, "observed_shapes": shapes})
+    )
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    secs = time.perf_counter() - t0
+    print(
+        f"wrote {batch.num_traces} events of {info.name} to {out} ({secs:.1f} s, {batch.num_traces / secs:.0f} events/s)"
+    )
+    return 0
+
+
+def _observation_means(batch: Any, name: str) -> np.ndarray:
+    """The first parameter (the mean) of the named observation's distribution, per event."""
+    from probexec.trace import OBSERVE
+
+    ids = np.array(batch.addresses.ids_named(name, OBSERVE), dtype=np.uint64)
+    rows = np.nonzero(np.isin(batch.address_id, ids) & (batch.instance == 1))[0]
+    sizes = np.diff(batch.value_offsets)[rows]
+    width = int(sizes.max()) if len(rows) else 1
+    out = np.full((batch.num_traces, width), np.nan)
+    for r, size in zip(rows, sizes, strict=True):
+        if size == width:
+            out[batch.row_trace[r]] = batch.params[batch.param_offsets[r] : batch.param_offsets[r] + width]
+    return out[:, 0] if width == 1 else out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="probexec", description="Bayesian inference inside C++ simulators")
     sub = p.add_subparsers(dest="command", required=True)
@@ -232,6 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_posterior)
+
+    s = sub.add_parser(
+        "simulate", help="simulate events (latents, tags, observations) into an .npz for plotting"
+    )
+    s.add_argument("simulator")
+    s.add_argument("-n", type=int, required=True)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("-o", "--output", required=True, help="FILE.npz")
+    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_simulate)
 
     s = sub.add_parser("demo", help="a short end-to-end run on the GUM simulator")
     s.add_argument("--per-draw-traces", type=int, default=2000)

@@ -75,6 +75,20 @@ SIMULATORS: dict[str, SimulatorInfo] = {
             {"obs": [6.0]},
         ),
         SimulatorInfo(
+            "tau_decay",
+            "probexec-sim-tau_decay",
+            "tau lepton of uniform momentum decaying (10 channels) into a 35x35x20 voxel calorimeter",
+            ("px", "py", "pz", "channel"),
+            {"calorimeter": (20, 35, 35)},
+        ),
+        SimulatorInfo(
+            "calorimeter",
+            "probexec-sim-calorimeter",
+            "particle gun (e, gamma, pi, K) showering in a 35x35x20 voxel calorimeter",
+            ("particle", "energy", "x", "y", "theta", "phi"),
+            {"calorimeter": (20, 35, 35)},
+        ),
+        SimulatorInfo(
             "many_draws",
             "probexec-sim-many_draws",
             "100 controlled Normal draws (benchmark)",

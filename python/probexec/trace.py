@@ -524,7 +524,8 @@ class TraceBatch:
             )
         rows = np.nonzero(np.isin(self.address_id, ids) & (self.instance == instance))[0]
         sizes = np.diff(self.value_offsets)[rows]
-        width = int(sizes.max()) if len(rows) else 1
+        # Width 1 also when only counts were recorded (value-omitted rows): NaN per trace.
+        width = max(int(sizes.max()), 1) if len(rows) else 1
         out = np.full((self.num_traces, width), np.nan)
         traces = self.row_trace[rows]
         ok = sizes == width

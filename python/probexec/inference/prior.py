@@ -18,7 +18,8 @@ from probexec.inference.pool import ModelPool
 from probexec.model import Model
 from probexec.trace import TraceBatch, TraceBatchBuilder
 
-CHUNK_STREAM = 2000
+CHUNK_STREAM = 2000  # traces per streamed message, at most ...
+STREAM_MESSAGE_BYTES = 32 << 20  # ... and about this many bytes (a calorimeter trace is ~0.6 MB)
 CHUNK_PER_DRAW = 100
 
 
@@ -34,6 +35,23 @@ def _sample_names(target: Model | ModelPool) -> list[str]:
         else:
             target.stream(1)
     return target.addresses.names(kind=0)
+
+
+def _stream_chunk(target: Model | ModelPool) -> int:
+    """Traces per streamed message: CHUNK_STREAM, fewer when traces are big (measured once per
+    model on a 4-trace probe), so a message stays near STREAM_MESSAGE_BYTES."""
+    cached = getattr(target, "_probexec_stream_chunk", None)
+    if cached is None:
+        if isinstance(target, ModelPool):
+            probe = target.map([4], lambda model, _i, n: model.stream(n, seed=0))[0]
+        else:
+            probe = target.stream(4, seed=0)
+        per_trace = (probe.values.nbytes + probe.params.nbytes + 40 * probe.num_rows) / max(
+            probe.num_traces, 1
+        )
+        cached = int(max(1, min(CHUNK_STREAM, STREAM_MESSAGE_BYTES // max(per_trace, 1))))
+        target._probexec_stream_chunk = cached  # type: ignore[union-attr]
+    return cached
 
 
 def sample_prior(
@@ -60,7 +78,7 @@ def sample_prior(
         # Observing a named sample fixes its value: only the per-draw path can do that.
         observes_sample = bool(observe) and any(n in _sample_names(target) for n in observe)
         mode = "stream" if target.supports_streaming and not observes_sample else "per_draw"
-    sizes = _chunks(num_traces, CHUNK_STREAM if mode == "stream" else CHUNK_PER_DRAW)
+    sizes = _chunks(num_traces, _stream_chunk(target) if mode == "stream" else CHUNK_PER_DRAW)
     seeds = np.random.SeedSequence(seed).generate_state(len(sizes), dtype=np.uint64)
     if progress is None:
         progress = num_traces >= (20000 if mode == "stream" else 1000)
