@@ -188,3 +188,25 @@ def test_traces_materialise_as_records(remote):
         assert trace.log_joint == pytest.approx(trace.log_prior + trace.log_likelihood)
         assert trace.result is not None and float(trace.result) == float(trace["r"])
         assert trace.wall_time >= 0
+
+
+def test_standalone_run_writes_events_numpy_reads(tmp_path):
+    """`--standalone --output` writes one array per named quantity (zip CRCs checked by numpy)."""
+    import subprocess
+
+    out = tmp_path / "events.npz"
+    exe = probexec.get_simulator("gum").path()
+    subprocess.run(
+        [str(exe), "--standalone", "--seed", "2", "--traces", "500", "--output", str(out), "--quiet"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with np.load(out, allow_pickle=False) as f:
+        assert set(f.files) == {"mu", "obs", "obs__mean"}
+        mu, obs, mean = f["mu"], f["obs"], f["obs__mean"]
+    assert mu.shape == (500,) and obs.shape == (500, 2)
+    np.testing.assert_array_equal(mean, np.stack([mu, mu], axis=1))
+    assert_moments(mu, 1.0, SQRT5, "standalone gum mu")
+    # The simulated observations scatter around mu with sigma sqrt(2).
+    assert_moments((obs - mean).ravel(), 0.0, math.sqrt(2), "standalone gum obs - mu")

@@ -5,6 +5,8 @@
 // model's own calls to sample/observe/tag become requests of the simulator's, each waited for
 // with a timeout so a vanished engine cannot hang the simulator forever.
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -16,6 +18,7 @@
 #include "address.hpp"
 #include "context.hpp"
 #include "transport.hpp"
+#include "npz.hpp"
 #include "wire.hpp"
 
 namespace probexec {
@@ -31,13 +34,14 @@ struct Options {
   std::uint64_t seed = 0;
   bool has_seed = false;
   long traces = 1;
+  std::string output;  // standalone: events to this .npz
   double timeout_s = 300.0;
   bool quiet = false;
 };
 
 [[noreturn]] void usage_error(const std::string& prog, const std::string& what) {
   throw error(what + "\nusage: " + prog +
-              " (--address ipc://PATH|tcp://HOST:PORT | --standalone [--seed N] [--traces K]) [--timeout S] [--quiet]");
+              " (--address ipc://PATH|tcp://HOST:PORT | --standalone [--seed N] [--traces K] [--output EVENTS.npz]) [--timeout S] [--quiet]");
 }
 
 Options parse_args(int argc, char** argv) {
@@ -54,6 +58,7 @@ Options parse_args(int argc, char** argv) {
       else if (a == "--standalone") o.standalone = true;
       else if (a == "--seed") { o.seed = std::stoull(value()); o.has_seed = true; }
       else if (a == "--traces") o.traces = std::stol(value());
+      else if (a == "--output" || a == "-o") o.output = value();
       else if (a == "--timeout") o.timeout_s = std::stod(value());
       else if (a == "--quiet") o.quiet = true;
       else if (a.rfind("ipc://", 0) == 0 || a.rfind("tcp://", 0) == 0) o.address = a;
@@ -438,6 +443,46 @@ void RemoteContext::on_tag(const Tensor& value, const std::string&, std::uint64_
   s.request(ppx::MessageBody::TagResult);
 }
 
+// Events of a standalone run as one array per named quantity: (traces, size) float64, NaN where a
+// trace lacks it (first instance per trace); an observation's noiseless mean as NAME__mean.
+void write_events(const DrawRecorder& rec, std::size_t traces, const std::string& path) {
+  struct Column {
+    std::size_t width;
+    std::vector<double> data;
+  };
+  std::map<std::string, Column> columns;
+  const auto& to = rec.trace_offsets();
+  const auto& book = address_book();
+  auto put = [&](const std::string& name, std::size_t trace, const double* v, std::size_t n) {
+    auto it = columns.find(name);
+    if (it == columns.end()) {
+      it = columns.emplace(name, Column{n, std::vector<double>(traces * n, std::nan(""))}).first;
+    }
+    if (it->second.width != n) return;  // a different size in this trace: left NaN
+    std::copy(v, v + n, it->second.data.begin() + static_cast<long>(trace * n));
+  };
+  for (std::size_t t = 0; t < traces; ++t) {
+    std::size_t end = t + 1 < to.size() ? to[t + 1] : rec.rows();
+    for (std::size_t r = to[t]; r < end; ++r) {
+      const auto& info = book.info(rec.ids()[r]);
+      if (info.name.empty() || rec.instances()[r] != 1 || (rec.flags()[r] & kValueOmitted)) continue;
+      std::size_t v0 = rec.value_offsets()[r], v1 = rec.value_offsets()[r + 1];
+      put(info.name, t, rec.values().data() + v0, v1 - v0);
+      if (rec.kinds()[r] == static_cast<std::uint8_t>(DrawKind::Observe) &&
+          rec.param_offsets()[r + 1] - rec.param_offsets()[r] >= v1 - v0) {
+        put(info.name + "__mean", t, rec.params().data() + rec.param_offsets()[r], v1 - v0);
+      }
+    }
+  }
+  NpzWriter npz;
+  for (auto& [name, col] : columns) {
+    std::vector<std::size_t> shape{traces};
+    if (col.width != 1) shape.push_back(col.width);
+    npz.add(name, shape, col.data);
+  }
+  npz.write(path);
+}
+
 int run_standalone(const Model& model, const std::string& model_name, const Options& o) {
   std::uint64_t s = o.has_seed ? o.seed : 0;
   LocalContext ctx(s);
@@ -445,9 +490,12 @@ int run_standalone(const Model& model, const std::string& model_name, const Opti
   ctx.set_recorder(&rec, false);
   auto t0 = std::chrono::steady_clock::now();
   std::size_t draws = 0;
+  bool keep = !o.output.empty();  // keep every trace's rows for the output file
+  std::size_t rows_before = 0;
   for (long k = 0; k < o.traces; ++k) {
     ctx.begin_trace();
-    rec.clear();
+    if (!keep) rec.clear();
+    rows_before = rec.rows();
     rec.begin_trace();
     Tensor r;
     try {
@@ -457,14 +505,18 @@ int run_standalone(const Model& model, const std::string& model_name, const Opti
       std::fprintf(stderr, "[probexec %s] trace %ld threw: %s\n", model_name.c_str(), k, describe_current_exception().c_str());
       return 1;
     }
-    draws += rec.rows();
+    draws += rec.rows() - rows_before;
     if (!o.quiet) {
-      std::printf("trace %ld: %zu draws, result", k, rec.rows());
+      std::printf("trace %ld: %zu draws, result", k, rec.rows() - rows_before);
       for (double v : r.data()) std::printf(" %.17g", v);
       std::printf("\n");
     }
   }
   double secs = seconds_since(t0);
+  if (keep) {
+    write_events(rec, static_cast<std::size_t>(o.traces), o.output);
+    std::fprintf(stderr, "[probexec %s] wrote %ld events to %s\n", model_name.c_str(), o.traces, o.output.c_str());
+  }
   std::fprintf(stderr, "[probexec %s] standalone: %ld traces, %.1f draws/trace, %.1f traces/s (seed %llu)\n", model_name.c_str(),
                o.traces, o.traces ? static_cast<double>(draws) / static_cast<double>(o.traces) : 0.0,
                secs > 0 ? static_cast<double>(o.traces) / secs : 0.0, static_cast<unsigned long long>(s));

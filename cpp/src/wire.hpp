@@ -48,6 +48,16 @@ class DrawRecorder {
   void end_trace(const Tensor& result, double seconds);
   void drop_trace();  // forget the rows of the trace begun last (it failed)
   std::size_t rows() const { return ids_.size(); }
+  // Read access to the columns (standalone output).
+  const std::vector<std::uint64_t>& ids() const { return ids_; }
+  const std::vector<std::uint32_t>& instances() const { return instances_; }
+  const std::vector<std::uint8_t>& kinds() const { return kinds_; }
+  const std::vector<std::uint8_t>& flags() const { return flags_; }
+  const std::vector<std::uint32_t>& param_offsets() const { return param_offsets_; }
+  const std::vector<double>& params() const { return params_; }
+  const std::vector<std::uint32_t>& value_offsets() const { return value_offsets_; }
+  const std::vector<double>& values() const { return values_; }
+  const std::vector<std::uint32_t>& trace_offsets() const { return trace_offsets_; }
   bool empty() const { return ids_.empty() && trace_results_.empty(); }
   void clear();
   // Writes the batch. Ids in `sent` are already known to the peer; the others get an AddressInfo

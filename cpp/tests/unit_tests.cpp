@@ -22,6 +22,7 @@
 #include "context.hpp"
 #include "local_rng.hpp"
 #include "probexec/probexec.hpp"
+#include "npz.hpp"
 #include "wire.hpp"
 
 using namespace probexec;
@@ -968,6 +969,11 @@ void run(const char* name, TestFn fn) {
 }  // namespace
 
 int main() {
+  {
+    // CRC-32 of the npz writer: the standard check value.
+    const char* check = "123456789";
+    CHECK_EQ(probexec::detail::crc32(reinterpret_cast<const std::uint8_t*>(check), 9), 0xCBF43926u);
+  }
   g_backtrace_extra_frames = backtrace_extra_frames();
   if (g_backtrace_extra_frames != 0) {
     std::fprintf(stderr, "note: backtrace() reports %d extra frame(s) in this build (sanitizer interceptor)\n",
