@@ -211,3 +211,50 @@ def test_python_driver_api_matches_the_cli():
         assert post.summary()["engine"] == "is"
         with pytest.raises(ValueError, match="unknown engine 'hmc'"):
             model.posterior(10, engine="hmc")
+
+
+@pytest.mark.parametrize("sim", ["calorimeter", "tau_decay"])
+def test_physics_simulators_end_to_end_through_the_cli(tmp_path, sim):
+    """simulate an event, then prior sampling and importance sampling on it, all from the command line."""
+    r = cli(
+        "simulate",
+        sim,
+        "-n",
+        "2",
+        "--seed",
+        "3",
+        "-o",
+        str(tmp_path / "events.npz"),
+        "--quiet",
+        "--workers",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "events.npz", allow_pickle=False) as f:
+        image = f["calorimeter"][0]
+        assert image.shape == (20 * 35 * 35,) and np.isfinite(image).all()
+        assert (f["calorimeter__mean"] >= 0).all()
+    np.savez(tmp_path / "obs.npz", calorimeter=image.reshape(20, 35, 35))
+    r = cli("prior", sim, "-n", "20", "-o", str(tmp_path / "prior"), "--workers", "1", "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["num_traces"] == 20
+    r = cli(
+        "posterior",
+        sim,
+        "--engine",
+        "is",
+        "-n",
+        "20",
+        "--observe-file",
+        str(tmp_path / "obs.npz"),
+        "-o",
+        str(tmp_path / "post"),
+        "--json",
+        "--quiet",
+        "--workers",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["num_traces"] == 20 and out["ess"] >= 1.0
+    assert set(out["latents"]) == set(probexec.get_simulator(sim).latents)
