@@ -16,28 +16,7 @@ import numpy as np
 
 import probexec
 from probexec.inference.prior import sample_prior
-from probexec.trace import OBSERVE
-
-CHANNELS = [
-    "e nu nu",
-    "mu nu nu",
-    "pi nu",
-    "pi pi0 nu",
-    "pi 2pi0 nu",
-    "3pi nu",
-    "3pi pi0 nu",
-    "K nu",
-    "K pi0 nu",
-    "pi K0 nu",
-]
-
-
-def noiseless_images(batch: probexec.TraceBatch, name: str = "calorimeter") -> np.ndarray:
-    """The mean of the observed image's distribution (the deposited energy before noise)."""
-    ids = np.array(batch.addresses.ids_named(name, OBSERVE), dtype=np.uint64)
-    rows = np.nonzero(np.isin(batch.address_id, ids))[0]
-    size = int(np.diff(batch.value_offsets)[rows[0]])
-    return np.stack([batch.params[batch.param_offsets[r] : batch.param_offsets[r] + size] for r in rows])
+from probexec.simulators import TAU_CHANNELS
 
 
 def main(n: str = "4", output: str = "docs/tau_events.png") -> None:
@@ -45,7 +24,8 @@ def main(n: str = "4", output: str = "docs/tau_events.png") -> None:
     info = probexec.get_simulator("tau_decay")
     with probexec.RemoteModel("tau_decay") as model:
         batch = sample_prior(model, events, seed=7, mode="stream")
-    images = noiseless_images(batch).reshape(events, *info.observed["calorimeter"])  # (event, z, y, x)
+    # The noiseless deposit: the mean of the observed image's distribution. (event, z, y, x)
+    images = batch.means_of("calorimeter").reshape(events, *info.observed["calorimeter"])
     channel = batch.values_of("channel").astype(int)
     visible = batch.values_of("visible_energy")
     fig, axes = plt.subplots(events, 3, figsize=(10, 3.1 * events), squeeze=False)
@@ -63,7 +43,7 @@ def main(n: str = "4", output: str = "docs/tau_events.png") -> None:
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
         axes[k][0].set_title(
-            f"event {k}: tau -> {CHANNELS[channel[k]]}, visible {visible[k]:.1f} GeV, deposited {img.sum():.1f} GeV",
+            f"event {k}: tau -> {TAU_CHANNELS[channel[k]]}, visible {visible[k]:.1f} GeV, deposited {img.sum():.1f} GeV",
             loc="left",
             fontsize=10,
         )

@@ -63,20 +63,10 @@ def _demo_tau(args: argparse.Namespace) -> int:
     infers its channel and momentum; the posterior is printed next to the truth."""
     from probexec.inference import importance_sampling, remote_pool
     from probexec.inference.prior import sample_prior
+    from probexec.simulators import TAU_CHANNELS
     from probexec.trace import OBSERVE
 
-    channels = [
-        "e nu nu",
-        "mu nu nu",
-        "pi nu",
-        "pi pi0 nu",
-        "pi 2pi0 nu",
-        "3pi nu",
-        "3pi pi0 nu",
-        "K nu",
-        "K pi0 nu",
-        "pi K0 nu",
-    ]
+    channels = TAU_CHANNELS
     print("probexec demo: tau lepton decay seen by a 35x35x20 voxel calorimeter (C++ simulator 'tau_decay')")
     with remote_pool("tau_decay", workers=args.workers) as pool:
         truth = sample_prior(pool, 1, seed=args.seed, mode="stream", progress=False)
@@ -270,7 +260,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     for name in batch.addresses.names():
         arrays[name] = batch.values_of(name)
         if name in batch.addresses.names(kind=OBSERVE):
-            arrays[f"{name}__mean"] = _observation_means(batch, name)
+            arrays[f"{name}__mean"] = batch.means_of(name)
     shapes = {name: list(shape) for name, shape in info.observed.items()}
     arrays["__meta__"] = np.array(
         json.dumps({"simulator": info.name, "seed": args.seed, "observed_shapes": shapes})
@@ -283,21 +273,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"wrote {batch.num_traces} events of {info.name} to {out} ({secs:.1f} s, {batch.num_traces / secs:.0f} events/s)"
     )
     return 0
-
-
-def _observation_means(batch: Any, name: str) -> np.ndarray:
-    """The first parameter (the mean) of the named observation's distribution, per event."""
-    from probexec.trace import OBSERVE
-
-    ids = np.array(batch.addresses.ids_named(name, OBSERVE), dtype=np.uint64)
-    rows = np.nonzero(np.isin(batch.address_id, ids) & (batch.instance == 1))[0]
-    sizes = np.diff(batch.value_offsets)[rows]
-    width = int(sizes.max()) if len(rows) else 1
-    out = np.full((batch.num_traces, width), np.nan)
-    for r, size in zip(rows, sizes, strict=True):
-        if size == width:
-            out[batch.row_trace[r]] = batch.params[batch.param_offsets[r] : batch.param_offsets[r] + width]
-    return out[:, 0] if width == 1 else out
 
 
 def build_parser() -> argparse.ArgumentParser:

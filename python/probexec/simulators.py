@@ -37,6 +37,20 @@ class SimulatorInfo:
         )
 
 
+# tau_decay's `channel` values, in the order of simulators/physics/constants.hpp (TauChannel).
+TAU_CHANNELS = (
+    "e nu nu",
+    "mu nu nu",
+    "pi nu",
+    "pi pi0 nu",
+    "pi 2pi0 nu",
+    "3pi nu",
+    "3pi pi0 nu",
+    "K nu",
+    "K pi0 nu",
+    "pi K0 nu",
+)
+
 _HMM_OBS = [0.9, 0.8, 0.7, 0.0, -0.025, -5.0, -2.0, -0.1, 0.0, 0.13, 0.45, 6.0, 0.2, 0.3, -1.0, -1.0]
 
 SIMULATORS: dict[str, SimulatorInfo] = {

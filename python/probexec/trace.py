@@ -532,6 +532,18 @@ class TraceBatch:
         out[traces[ok]] = _gather(self.values, self.value_offsets[rows[ok]], width)
         return out[:, 0] if width == 1 else out
 
+    def means_of(self, name: str) -> np.ndarray:
+        """The first parameter (the mean, for a Normal) of the named draw's distribution in each
+        trace: for an observed image, the noiseless deposit. NaN where a trace lacks it."""
+        ids = np.array(self.addresses.ids_named(name), dtype=np.uint64)
+        rows = np.nonzero(np.isin(self.address_id, ids) & (self.instance == 1))[0]
+        sizes = np.diff(self.value_offsets)[rows]
+        width = max(int(sizes.max()), 1) if len(rows) else 1
+        out = np.full((self.num_traces, width), np.nan)
+        ok = (sizes == width) & (np.diff(self.param_offsets)[rows] >= width)
+        out[self.row_trace[rows[ok]]] = _gather(self.params, self.param_offsets[rows[ok]], width)
+        return out[:, 0] if width == 1 else out
+
     def trace_types(self) -> list[tuple[int, ...]]:
         ids = self.address_id
         return [
