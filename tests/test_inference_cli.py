@@ -83,42 +83,18 @@ def test_observations_from_flags_and_files(tmp_path):
     (tmp_path / "obs.json").write_text(json.dumps({"obs": [8.0, 9.0]}))
     np.savez(tmp_path / "obs.npz", obs=np.array([8.0, 9.0]))
     means = []
+    base = ("posterior", "gum", "-n", "5000", "--seed", "3", "-o", str(tmp_path / "o"), "--json", "--quiet")
     for extra in (
         ["--observe", "obs=8,9"],
         ["--observe", "obs=[8, 9]"],
         ["--observe-file", str(tmp_path / "obs.json")],
         ["--observe-file", str(tmp_path / "obs.npz")],
     ):
-        r = cli(
-            "posterior",
-            "gum",
-            "-n",
-            "5000",
-            "--seed",
-            "3",
-            "-o",
-            str(tmp_path / "o"),
-            "--json",
-            "--quiet",
-            *extra,
-        )
+        r = cli(*base, *extra)
         assert r.returncode == 0, r.stderr
         means.append(json.loads(r.stdout)["latents"]["mu"]["mean"])
     assert max(means) - min(means) < 1e-12  # same seed, same data: same answer
-    r = cli(
-        "posterior",
-        "gum",
-        "-n",
-        "5000",
-        "--seed",
-        "3",
-        "-o",
-        str(tmp_path / "o"),
-        "--json",
-        "--quiet",
-        "--observe",
-        "obs=0,0",
-    )
+    r = cli(*base, "--observe", "obs=0,0")
     assert json.loads(r.stdout)["latents"]["mu"]["mean"] < 2
 
 
