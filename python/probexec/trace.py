@@ -362,10 +362,9 @@ class TraceBatch:
         "wall_time",
     )
 
-    def save(self, path: str | Path) -> None:
-        """One `.npz` (NumPy arrays only, no pickle), written to a temporary name and renamed, so a
-        crash never leaves a half-written file under the real name. Layout: the DrawBatch columns,
-        results as ragged arrays, the address table and errors as JSON strings, format version 1."""
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The batch as named NumPy arrays (no objects): the DrawBatch columns, results as ragged
+        arrays, the address table and errors as JSON strings, format version 1."""
         import json
 
         res = [np.zeros(0) if r is None else np.asarray(r, dtype=np.float64) for r in self.results]
@@ -378,28 +377,20 @@ class TraceBatch:
         arrays["errors_json"] = np.array(json.dumps(self.errors))
         arrays["count"] = self.count if self.count is not None else np.ones(self.num_rows, np.uint32)
         arrays["format_version"] = np.array(1)
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        return arrays
 
     @classmethod
-    def load(cls, path: str | Path, addresses: AddressTable | None = None) -> TraceBatch:
+    def from_arrays(cls, f: Mapping[str, np.ndarray], addresses: AddressTable | None = None) -> TraceBatch:
+        """Inverse of `to_arrays`; raises KeyError or ValueError on damaged input."""
         import json
-        import zipfile
 
-        try:
-            # Our own file handle: np.load leaves its own open when the zip directory is damaged.
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-                if int(f["format_version"]) != 1:
-                    raise ValueError(f"format version {int(f['format_version'])}, this probexec reads 1")
-                cols = {k: f[k] for k in cls._ARRAYS}
-                ro, rv, rn = f["result_offsets"], f["result_values"], f["result_ndim"]
-                table = json.loads(str(f["addresses_json"]))
-                errors = json.loads(str(f["errors_json"]))
-                count = f["count"] if "count" in f.files else None
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: not a readable probexec trace file ({e})") from None
+        if int(f["format_version"]) != 1:
+            raise ValueError(f"format version {int(f['format_version'])}, this probexec reads 1")
+        cols = {k: f[k] for k in cls._ARRAYS}
+        ro, rv, rn = f["result_offsets"], f["result_values"], f["result_ndim"]
+        table = json.loads(str(f["addresses_json"]))
+        errors = json.loads(str(f["errors_json"]))
+        count = f.get("count")
         addresses = addresses if addresses is not None else AddressTable()
         addresses.add_wire(tuple(r) for r in table)
         results: list[np.ndarray | None] = [
@@ -410,8 +401,27 @@ class TraceBatch:
         ]
         batch = cls(**cols, results=results, errors=errors, addresses=addresses, count=count)
         if batch.trace_offsets[-1] != batch.num_rows or len(results) != batch.num_traces:
-            raise ValueError(f"{path}: inconsistent trace file (offsets do not match the rows)")
+            raise ValueError("inconsistent trace arrays (offsets do not match the rows)")
         return batch
+
+    def save(self, path: str | Path) -> None:
+        """One `.npz` of `to_arrays()` (NumPy arrays only, no pickle), written to a temporary name
+        and renamed, so a crash never leaves a half-written file under the real name."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **self.to_arrays())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, addresses: AddressTable | None = None) -> TraceBatch:
+        import zipfile
+
+        try:
+            # Our own file handle: np.load leaves its own open when the zip directory is damaged.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+                return cls.from_arrays({k: f[k] for k in f.files}, addresses)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path}: not a readable probexec trace file ({e})") from None
 
     # --- sizes ---------------------------------------------------------------------------------
     @property

@@ -1,0 +1,380 @@
+"""Trace datasets on disk: a directory of shards that many processes can write at once and a
+trainer can stream without loading whole.
+
+Layout (format version 1; NumPy `.npz` and JSON only, nothing is unpickled)::
+
+    DIR/dataset.json              {"format": "probexec-dataset", "version": 1, "simulator": NAME}
+    DIR/shards/NAME.npz           one shard: the traces of one chunk, grouped by trace type
+    DIR/shards/NAME.json          its sidecar: sha256 and size of the .npz, trace and type counts,
+                                  every type's layout, the address table
+
+A shard's `.npz` holds
+
+* `trace/*`: the traces themselves (`TraceBatch.to_arrays`), in type order, failed traces last,
+  with big observations (>= 1024 values) stripped to keep the file small;
+* `g{k}/values`, `g{k}/params`: type k's controlled values and prior parameters, float32
+  `[traces, width]` (see `layout.py`);
+* `g{k}/obs/NAME/values` (float32 `[traces, size]`), or for a big Normal observation its
+  `g{k}/obs/NAME/loc/*` and `.../scale/*` as `SparseRows`: the observation is drawn afresh from
+  them when a batch is made, which has the same joint distribution as the stored noisy image.
+
+Writers never touch each other's files: each shard has a unique name, is written under a
+temporary name and renamed, and its sidecar (written last, also by rename) is what makes it part
+of the dataset. Readers check the sha256 of every shard they open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probexec.data.layout import (
+    RESAMPLE_MIN_SIZE,
+    ObservationBlock,
+    TypeGroup,
+    TypeLayout,
+    split_by_type,
+)
+from probexec.data.sparse import SparseRows
+from probexec.errors import ProbexecError
+from probexec.trace import FLAG_VALUE_OMITTED, AddressRecord, AddressTable, TraceBatch
+
+FORMAT = "probexec-dataset"
+VERSION = 1
+
+
+class DatasetError(ProbexecError, ValueError):
+    """A dataset directory that cannot be read: missing, another simulator, a damaged shard."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: Path
+    sha256: str
+    bytes: int
+    num_traces: int
+    groups: list[tuple[TypeLayout, int]]  # layout and trace count, in shard order
+    seconds: float = 0.0
+
+
+@dataclass
+class WriteStats:
+    shards: int = 0
+    traces: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def bytes_per_trace(self) -> float:
+        return self.bytes / max(self.traces, 1)
+
+    @property
+    def traces_per_second(self) -> float:
+        return self.traces / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _strip_big_rows(batch: TraceBatch) -> TraceBatch:
+    """The batch without the values and parameters of big rows (images): those live in the
+    observation blocks."""
+    vsz = np.diff(batch.value_offsets)
+    big = vsz >= RESAMPLE_MIN_SIZE
+    if not big.any():
+        return batch
+    keep_v = np.repeat(~big, vsz)
+    keep_p = np.repeat(~big, np.diff(batch.param_offsets))
+    vo = np.concatenate([[0], np.cumsum(np.where(big, 0, vsz))]).astype(np.int64)
+    po = np.concatenate([[0], np.cumsum(np.where(big, 0, np.diff(batch.param_offsets)))]).astype(np.int64)
+    return TraceBatch(
+        batch.address_id,
+        batch.instance,
+        batch.kind,
+        np.where(big, batch.flags | FLAG_VALUE_OMITTED, batch.flags).astype(np.uint8),
+        batch.dist_type,
+        po,
+        batch.params[keep_p],
+        vo,
+        batch.values[keep_v],
+        batch.shape_offsets,
+        batch.shapes,
+        batch.trace_offsets,
+        batch.results,
+        batch.wall_time,
+        batch.errors,
+        batch.addresses,
+        count=batch.count,
+    )
+
+
+def encode_shard(batch: TraceBatch) -> tuple[bytes, list[tuple[TypeLayout, int]], dict[str, Any]]:
+    """The shard file's bytes, its groups, and what its observations are (name -> shape, storage)."""
+    groups, perm, _starts = split_by_type(batch)
+    failed = np.setdiff1d(np.arange(batch.num_traces), perm)
+    ordered = batch.select(np.concatenate([perm, failed]).astype(np.int64)) if batch.num_traces else batch
+    arrays: dict[str, np.ndarray] = {f"trace/{k}": v for k, v in _strip_big_rows(ordered).to_arrays().items()}
+    meta: list[dict[str, Any]] = []
+    observations: dict[str, Any] = {}
+    for k, g in enumerate(groups):
+        arrays[f"g{k}/values"] = g.values
+        arrays[f"g{k}/params"] = g.params
+        for name, ob in g.observations.items():
+            p = f"g{k}/obs/{name}"
+            if ob.values is not None:
+                arrays[f"{p}/values"] = ob.values
+                storage = "values"
+            else:
+                assert ob.loc is not None and ob.scale is not None
+                arrays.update(ob.loc.arrays(f"{p}/loc"))
+                arrays.update(ob.scale.arrays(f"{p}/scale"))
+                storage = "normal"
+            observations[name] = {"shape": list(ob.shape), "storage": storage}
+        meta.append(
+            {
+                "key": g.layout.key,
+                "count": len(g),
+                "layout": g.layout.to_json(),
+                "observations": sorted(g.observations),
+            }
+        )
+    arrays["groups_json"] = np.array(json.dumps(meta))
+    arrays["shard_format_version"] = np.array(VERSION)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue(), [(g.layout, len(g)) for g in groups], observations
+
+
+def decode_shard(data: bytes, addresses: AddressTable | None = None) -> tuple[TraceBatch, list[TypeGroup]]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as f:
+        if int(f["shard_format_version"]) != VERSION:
+            raise ValueError(
+                f"shard format version {int(f['shard_format_version'])}, this probexec reads {VERSION}"
+            )
+        arrays = {k: f[k] for k in f.files}
+    traces = TraceBatch.from_arrays(
+        {k[6:]: v for k, v in arrays.items() if k.startswith("trace/")}, addresses
+    )
+    groups = []
+    for k, g in enumerate(json.loads(str(arrays["groups_json"]))):
+        layout = TypeLayout.from_json(g["layout"])
+        obs = {}
+        for name in g["observations"]:
+            p = f"g{k}/obs/{name}"
+            if f"{p}/values" in arrays:
+                v = arrays[f"{p}/values"]
+                obs[name] = ObservationBlock(name, (), values=v)
+            else:
+                obs[name] = ObservationBlock(
+                    name,
+                    (),
+                    loc=SparseRows.from_arrays(arrays, f"{p}/loc"),
+                    scale=SparseRows.from_arrays(arrays, f"{p}/scale"),
+                )
+        group = TypeGroup(layout, arrays[f"g{k}/values"], arrays[f"g{k}/params"], obs)
+        if (
+            len(group) != g["count"]
+            or group.values.shape[1] != layout.value_offsets[-1]
+            or any(len(o) != g["count"] for o in obs.values())
+        ):
+            raise ValueError(f"group {k}: arrays do not match its layout")
+        groups.append(group)
+    return traces, groups
+
+
+class DatasetWriter:
+    """Appends shards to a dataset directory (created if missing). Safe to use from several
+    threads and from several processes writing the same directory."""
+
+    def __init__(self, path: str | Path, simulator: str, addresses: AddressTable | None = None) -> None:
+        self.path = Path(path)
+        self.simulator = simulator
+        self.addresses = addresses
+        (self.path / "shards").mkdir(parents=True, exist_ok=True)
+        manifest = self.path / "dataset.json"
+        if manifest.exists():
+            info = _read_manifest(self.path)
+            if info["simulator"] != simulator:
+                raise DatasetError(
+                    f"{self.path} holds traces of simulator {info['simulator']!r}, not {simulator!r}"
+                )
+        else:
+            blob = json.dumps(
+                {"format": FORMAT, "version": VERSION, "simulator": simulator}, indent=2
+            ).encode()
+            _atomic_write(manifest, blob)
+        self.stats = WriteStats()
+        self._lock = threading.Lock()
+        self._prefix = f"{socket.gethostname()}-{os.getpid()}"
+
+    def write(self, batch: TraceBatch) -> ShardInfo:
+        t0 = time.perf_counter()
+        data, groups, observations = encode_shard(batch)
+        name = f"{self._prefix}-{uuid.uuid4().hex[:12]}"
+        npz = self.path / "shards" / f"{name}.npz"
+        _atomic_write(npz, data)
+        digest = hashlib.sha256(data).hexdigest()
+        table = [[str(r.id), r.address, r.name, r.dist_type, r.kind, r.source] for r in batch.addresses]
+        sidecar = {
+            "file": npz.name,
+            "sha256": digest,
+            "bytes": len(data),
+            "num_traces": batch.num_traces,
+            "groups": [{"key": lay.key, "count": n, "layout": lay.to_json()} for lay, n in groups],
+            "observations": observations,
+            "addresses": table,
+        }
+        _atomic_write(npz.with_suffix(".json"), json.dumps(sidecar).encode())
+        seconds = time.perf_counter() - t0
+        with self._lock:
+            self.stats.shards += 1
+            self.stats.traces += batch.num_traces
+            self.stats.bytes += len(data)
+            self.stats.seconds += seconds
+        return ShardInfo(npz, digest, len(data), batch.num_traces, groups, seconds)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((path / "dataset.json").read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path} is not a probexec dataset (no dataset.json)") from None
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}/dataset.json is unreadable: {e}") from None
+    if info.get("format") != FORMAT:
+        raise DatasetError(f"{path}/dataset.json is not a probexec dataset manifest")
+    if info.get("version") != VERSION:
+        raise DatasetError(
+            f"{path}: dataset format version {info.get('version')}, this probexec reads {VERSION}"
+        )
+    return info
+
+
+@dataclass
+class TypeInfo:
+    layout: TypeLayout
+    count: int = 0
+
+
+@dataclass
+class TraceDataset:
+    """A dataset directory, read lazily: shard metadata at once, shard contents when iterated.
+
+    `on_corrupt`: "stop" raises `DatasetError` naming a damaged shard; "skip" warns and goes on
+    (`skipped` lists what was left out)."""
+
+    path: Path
+    on_corrupt: str = "stop"
+    simulator: str = field(init=False)
+    shards: list[ShardInfo] = field(init=False)
+    addresses: AddressTable = field(init=False)
+    observations: dict[str, Any] = field(init=False)
+    skipped: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if self.on_corrupt not in ("stop", "skip"):
+            raise ValueError(f"on_corrupt must be 'stop' or 'skip', not {self.on_corrupt!r}")
+        self.simulator = _read_manifest(self.path)["simulator"]
+        self.addresses = AddressTable()
+        self.observations = {}
+        self.shards = []
+        for side in sorted((self.path / "shards").glob("*.json")):
+            try:
+                meta = json.loads(side.read_text())
+                groups = [(TypeLayout.from_json(g["layout"]), int(g["count"])) for g in meta["groups"]]
+                info = ShardInfo(
+                    side.with_name(meta["file"]),
+                    meta["sha256"],
+                    int(meta["bytes"]),
+                    int(meta["num_traces"]),
+                    groups,
+                )
+                for r in meta["addresses"]:
+                    self.addresses.add(AddressRecord(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), r[5]))
+                self.observations.update(meta["observations"])
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+                self._corrupt(f"shard metadata {side.name} is unreadable ({e})")
+                continue
+            self.shards.append(info)
+        if not self.shards and not self.skipped:
+            raise DatasetError(f"{self.path} has no shards")
+
+    def _corrupt(self, message: str) -> None:
+        if self.on_corrupt == "stop":
+            raise DatasetError(f"{self.path}: {message}")
+        warnings.warn(f"{self.path}: {message}; skipped", stacklevel=3)
+        self.skipped.append(message)
+
+    @property
+    def num_traces(self) -> int:
+        return sum(s.num_traces for s in self.shards)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+    def trace_types(self) -> dict[str, TypeInfo]:
+        """Every trace type in the dataset with its count, most frequent first."""
+        out: dict[str, TypeInfo] = {}
+        for s in self.shards:
+            for layout, n in s.groups:
+                out.setdefault(layout.key, TypeInfo(layout)).count += n
+        return dict(sorted(out.items(), key=lambda kv: -kv[1].count))
+
+    def read_shard(self, shard: ShardInfo) -> tuple[TraceBatch, list[TypeGroup]] | None:
+        """The shard's traces and type groups, checksum verified (None if skipped as damaged)."""
+        try:
+            data = shard.path.read_bytes()
+        except OSError as e:
+            self._corrupt(f"shard {shard.path.name} cannot be read ({e})")
+            return None
+        if len(data) != shard.bytes or hashlib.sha256(data).hexdigest() != shard.sha256:
+            self._corrupt(
+                f"shard {shard.path.name} is corrupt (checksum mismatch: {len(data)} bytes, expected {shard.bytes})"
+            )
+            return None
+        try:
+            traces, groups = decode_shard(data, self.addresses)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            self._corrupt(f"shard {shard.path.name} is unreadable ({e})")
+            return None
+        for g in groups:
+            for name, ob in g.observations.items():
+                ob.shape = tuple(self.observations[name]["shape"])
+        return traces, groups
+
+    def iter_trace_batches(self) -> Iterator[TraceBatch]:
+        """The traces, shard by shard (big observations stripped: value-omitted rows)."""
+        for s in self.shards:
+            got = self.read_shard(s)
+            if got is not None:
+                yield got[0]
+
+    def iter_groups(self, *, shuffle: bool = False, seed: int = 0) -> Iterator[TypeGroup]:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))
+        for i in order:
+            got = self.read_shard(self.shards[int(i)])
+            if got is not None:
+                yield from got[1]
