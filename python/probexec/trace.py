@@ -614,6 +614,19 @@ class TraceBatch:
             yield self.trace(i)
 
 
+def flatten_params(dist_type: int, p: Any, value: np.ndarray) -> np.ndarray:
+    """A draw's parameters in the DrawBatch layout: every parameter broadcast to the value's size,
+    in wire order (Categorical probs as they are)."""
+    if not isinstance(p, tuple):
+        return np.asarray(p, dtype=np.float64)
+    if not p:
+        return np.zeros(0)
+    if dist_type == CATEGORICAL or all(np.size(q) == value.size for q in p):
+        return np.concatenate([np.ravel(q) for q in p]).astype(np.float64)
+    shape = value.shape if value.size else np.broadcast_shapes(*(np.shape(q) for q in p))
+    return np.concatenate([np.broadcast_to(q, shape).ravel() for q in p]).astype(np.float64)
+
+
 class TraceBatchBuilder:
     """Accumulates rows draw by draw (the per-draw path) into a TraceBatch.
 
@@ -689,22 +702,7 @@ class TraceBatchBuilder:
             np.asarray(v.shape if r[6] is not None else (), dtype=np.int32)
             for r, v in zip(rows, values, strict=True)
         ]
-        params: list[np.ndarray] = []
-        for r, v in zip(rows, values, strict=True):
-            p = r[5]
-            if not isinstance(p, tuple):
-                params.append(np.asarray(p, dtype=np.float64))
-            elif not p:
-                params.append(np.zeros(0))
-            elif r[4] == CATEGORICAL or all(np.size(q) == v.size for q in p):
-                # The DrawBatch layout: every parameter broadcast to the value's size, in wire order
-                # (Categorical probs as they are).
-                params.append(np.concatenate([np.ravel(q) for q in p]).astype(np.float64))
-            else:
-                shape = v.shape if v.size else np.broadcast_shapes(*(np.shape(q) for q in p))
-                params.append(
-                    np.concatenate([np.broadcast_to(q, shape).ravel() for q in p]).astype(np.float64)
-                )
+        params = [flatten_params(r[4], r[5], v) for r, v in zip(rows, values, strict=True)]
 
         def offsets(parts: list[np.ndarray]) -> np.ndarray:
             o = np.zeros(len(parts) + 1, dtype=np.int64)

@@ -1,0 +1,147 @@
+"""Saving and loading proposal networks with their optimizer and learning-rate schedule.
+
+A checkpoint is a dict of tensors and plain data (no classes), so it loads with
+`torch.load(weights_only=True)`: the config, the per-address sites in creation order (the order
+of the optimizer's parameter groups), the state dicts, and where training was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probexec.data.layout import TypeLayout
+from probexec.errors import ProbexecError
+from probexec.nn.network import NetworkConfig, ProposalLSTM
+
+FORMAT = "probexec-proposal-network"
+VERSION = 1
+
+
+class NetworkMismatchError(ProbexecError, ValueError):
+    """A saved network made for another simulator or other observations."""
+
+
+@dataclass
+class LearningRateSchedule:
+    """Linear warm-up then cosine decay to `final_fraction` of `lr` over `total_steps` (constant
+    when `total_steps` is 0). Our own, not torch's LRScheduler, because parameter groups are added
+    during training and must follow the same schedule."""
+
+    lr: float
+    warmup_steps: int = 0
+    total_steps: int = 0
+    final_fraction: float = 0.1
+    step_count: int = 0
+
+    def current(self) -> float:
+        s = self.step_count
+        if self.warmup_steps and s < self.warmup_steps:
+            return self.lr * (s + 1) / self.warmup_steps
+        if self.total_steps <= 0:
+            return self.lr
+        p = min(1.0, (s - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.lr * (self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> float:
+        lr = self.current()
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def step(self) -> None:
+        self.step_count += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, d: Mapping[str, Any]) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+
+def make_optimizer(net: ProposalLSTM, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the shared parameters as group 0 and one group per address, in creation order."""
+    opt = torch.optim.Adam(net.shared_parameters(), lr=lr, weight_decay=weight_decay)
+    for g in net.site_parameter_groups():
+        opt.add_param_group({"params": g})
+    return opt
+
+
+def save_checkpoint(
+    path: str | Path,
+    net: ProposalLSTM,
+    optimizer: torch.optim.Optimizer | None = None,
+    schedule: LearningRateSchedule | None = None,
+    train_state: Mapping[str, Any] | None = None,
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": net.config.to_dict(),
+        "sites": [TypeLayout((s,)).to_json()[0] for s in net.sites.values()],
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "schedule": schedule.state_dict() if schedule is not None else None,
+        "train_state": dict(train_state or {}),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    simulator: str | None = None,
+    observations: Mapping[str, Sequence[int]] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[ProposalLSTM, dict[str, Any]]:
+    """The network (on `device`) and the raw checkpoint dict. With `simulator` / `observations`
+    (name -> shape) given, refuses a network made for something else."""
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many types for a damaged file
+        raise NetworkMismatchError(
+            f"{path}: not a readable probexec network ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise NetworkMismatchError(f"{path}: not a probexec proposal network")
+    if blob.get("version") != VERSION:
+        raise NetworkMismatchError(
+            f"{path}: network format version {blob.get('version')}, this probexec reads {VERSION}"
+        )
+    config = NetworkConfig.from_dict(blob["config"])
+    if simulator is not None and config.simulator != simulator:
+        raise NetworkMismatchError(
+            f"{path} was trained for simulator {config.simulator!r}, not {simulator!r}"
+        )
+    if observations is not None:
+        want = {o.name: tuple(o.shape) for o in config.observations}
+        for name, shape in want.items():
+            if name not in observations:
+                raise NetworkMismatchError(f"{path} needs observation {name!r}, which was not given")
+            got = tuple(int(s) for s in observations[name])
+            if (
+                got != shape
+                and not (shape == () and got in ((1,), ()))
+                and int(torch.tensor(got).prod()) != int(torch.tensor(shape).prod())
+            ):
+                raise NetworkMismatchError(
+                    f"{path} was trained on observation {name!r} of shape {shape}, not {got}"
+                )
+    net = ProposalLSTM(config)
+    net.ensure_sites([TypeLayout.from_json(blob["sites"])])
+    net.load_state_dict(blob["model"])
+    return net.to(device), blob

@@ -1,0 +1,107 @@
+"""Observation embeddings: what the LSTM knows about the data at every step.
+
+Chosen per observation by its shape (`auto`): a vector or scalar gets a feed-forward network, a
+2D array a 2D CNN, a 3D array (a calorimeter's layers × rows × columns) a 3D CNN. Inputs are
+standardised with statistics taken from training data when the network is made; calorimeter-like
+inputs (energies spanning decades, noisy around zero) go through a signed log first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+EMBEDDINGS = ("auto", "ff", "cnn2d", "cnn3d")
+TRANSFORMS = ("none", "symlog")
+
+
+@dataclass
+class ObservationSpec:
+    """How one named observation is embedded; saved in checkpoints (plain data only)."""
+
+    name: str
+    shape: tuple[int, ...]
+    embedding: str = "auto"
+    transform: str = "none"
+
+    def resolved(self) -> ObservationSpec:
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(
+                f"observation {self.name!r}: unknown embedding {self.embedding!r} (one of {EMBEDDINGS})"
+            )
+        if self.transform not in TRANSFORMS:
+            raise ValueError(
+                f"observation {self.name!r}: unknown transform {self.transform!r} (one of {TRANSFORMS})"
+            )
+        emb = self.embedding
+        if emb == "auto":
+            emb = {2: "cnn2d", 3: "cnn3d"}.get(len(self.shape), "ff")
+        need = {"cnn2d": 2, "cnn3d": 3}.get(emb)
+        if need is not None and len(self.shape) != need:
+            raise ValueError(f"observation {self.name!r} of shape {self.shape} cannot use a {emb} embedding")
+        return ObservationSpec(self.name, tuple(self.shape), emb, self.transform)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def _conv_stack(dims: int, channels: tuple[int, ...], shape: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    conv = nn.Conv3d if dims == 3 else nn.Conv2d
+    pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
+    layers: list[nn.Module] = []
+    c_in, size = 1, list(shape)
+    for c in channels:
+        layers += [conv(c_in, c, 3, padding=1), nn.ReLU()]
+        if min(size) >= 2:
+            layers.append(pool(2))
+            size = [s // 2 for s in size]
+        c_in = c
+    return nn.Sequential(*layers, nn.Flatten()), c_in * math.prod(size)
+
+
+class ObservationEmbedding(nn.Module):
+    """One observation -> a vector of `dim`."""
+
+    def __init__(self, spec: ObservationSpec, dim: int) -> None:
+        super().__init__()
+        self.spec = spec.resolved()
+        self.dim = dim
+        size = math.prod(self.spec.shape)
+        # Standardisation, set from data by `fit` (kept in the state dict).
+        self.register_buffer("shift", torch.zeros(()))
+        self.register_buffer("scale", torch.ones(()))
+        if self.spec.embedding == "ff":
+            self.register_buffer("shift_v", torch.zeros(size))
+            self.register_buffer("scale_v", torch.ones(size))
+            self.net = nn.Sequential(nn.Linear(size, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
+        else:
+            dims = 3 if self.spec.embedding == "cnn3d" else 2
+            body, flat = _conv_stack(dims, (8, 16, 32), self.spec.shape)
+            self.net = nn.Sequential(body, nn.Linear(flat, dim), nn.ReLU())
+
+    def _transform(self, x: Tensor) -> Tensor:
+        if self.spec.transform == "symlog":
+            return torch.sign(x) * torch.log1p(x.abs())
+        return x
+
+    @torch.no_grad()
+    def fit(self, x: Tensor) -> None:
+        """Standardisation statistics from a sample of observations [N, *shape]."""
+        y = self._transform(x.reshape(len(x), -1).double())
+        if self.spec.embedding == "ff":
+            self.shift_v.copy_(y.mean(0).float())
+            self.scale_v.copy_(y.std(0).clamp_min(1e-6).float() if len(y) > 1 else torch.ones(y.shape[1]))
+        else:
+            self.shift.copy_(y.mean().float())
+            self.scale.copy_(y.std().clamp_min(1e-6).float() if y.numel() > 1 else torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._transform(x.reshape(len(x), *self.spec.shape))
+        if self.spec.embedding == "ff":
+            return self.net((y.reshape(len(y), -1) - self.shift_v) / self.scale_v)
+        return self.net(((y - self.shift) / self.scale).unsqueeze(1))

@@ -1,0 +1,214 @@
+"""`ProposalLSTM`: the inference-compilation network.
+
+At each controlled draw of a trace the LSTM takes
+
+    [observation embedding | previous draw: value embedding, address embedding, type embedding |
+     this draw: address embedding, type embedding]
+
+and its output feeds the proposal head of this draw's address (`proposals.py`). Per-address
+layers (address embedding, value embedding, head) are keyed by "address id _ instance" and made
+when an address is first met — during training they join the optimizer as a new parameter group,
+so the existing parameters keep their optimizer state. The shared parts (observation embeddings,
+type embeddings, LSTM) are made once.
+
+Training runs a whole minibatch of one trace type as one `nn.LSTM` call over the sequence;
+inference steps many traces, each at its own address, as one batched cell step (`step`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from probexec.data.layout import Site, TypeLayout
+from probexec.nn.embeddings import ObservationEmbedding, ObservationSpec
+from probexec.nn.proposals import NUM_DIST_TYPES, ProposalHead, make_head
+
+
+@dataclass
+class NetworkConfig:
+    simulator: str
+    observations: list[ObservationSpec]
+    obs_dim: int = 64
+    address_dim: int = 16
+    value_dim: int = 16
+    dist_dim: int = 4
+    hidden: int = 128
+    lstm_layers: int = 1
+    components: int = 5
+
+    def to_dict(self) -> dict:
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "simulator",
+                "obs_dim",
+                "address_dim",
+                "value_dim",
+                "dist_dim",
+                "hidden",
+                "lstm_layers",
+                "components",
+            )
+        }
+        d["observations"] = [o.to_dict() for o in self.observations]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> NetworkConfig:
+        obs = [
+            ObservationSpec(o["name"], tuple(o["shape"]), o["embedding"], o["transform"])
+            for o in d["observations"]
+        ]
+        return cls(**{k: v for k, v in d.items() if k != "observations"}, observations=obs)
+
+
+def _module_key(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+@dataclass
+class _SiteLayers:
+    site: Site
+    head: ProposalHead
+    params: list[nn.Parameter] = field(default_factory=list)
+
+
+class ProposalLSTM(nn.Module):
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        if not c.observations:
+            raise ValueError("a proposal network needs at least one observation to condition on")
+        self.obs_embeddings = nn.ModuleDict(
+            {_module_key(o.name): ObservationEmbedding(o, c.obs_dim) for o in c.observations}
+        )
+        self.obs_combine = nn.Sequential(nn.Linear(c.obs_dim * len(c.observations), c.obs_dim), nn.ReLU())
+        self.dist_embedding = nn.Embedding(NUM_DIST_TYPES, c.dist_dim)
+        self.prev_size = c.value_dim + c.address_dim + c.dist_dim
+        self.start = nn.Parameter(torch.zeros(self.prev_size))
+        self.input_size = c.obs_dim + self.prev_size + c.address_dim + c.dist_dim
+        self.lstm = nn.LSTM(self.input_size, c.hidden, c.lstm_layers)
+        self.address_embeddings = nn.ParameterDict()
+        self.value_embeddings = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        self.sites: dict[str, Site] = {}
+
+    # --- sites ---------------------------------------------------------------------------------
+    def add_site(self, site: Site) -> list[nn.Parameter]:
+        """Makes the layers of a new address; returns their parameters (for the optimizer)."""
+        c = self.config
+        key = site.key
+        dev = self.start.device
+        head = make_head(site.dist_type, c.hidden, site.value_size, site.param_size, c.components).to(dev)
+        emb = nn.Parameter(torch.randn(c.address_dim, device=dev) * 0.1)
+        val = nn.Linear(head.feature_size(), c.value_dim).to(dev)
+        self.address_embeddings[key] = emb
+        self.value_embeddings[key] = val
+        self.heads[key] = head
+        self.sites[key] = site
+        return [emb, *val.parameters(), *head.parameters()]
+
+    def ensure_sites(
+        self, layouts: Iterable[TypeLayout], optimizer: torch.optim.Optimizer | None = None
+    ) -> int:
+        """Adds the layers of every address in `layouts` not seen yet; returns how many."""
+        added = 0
+        for layout in layouts:
+            for site in layout.sites:
+                if site.key in self.sites:
+                    old = self.sites[site.key]
+                    if (old.dist_type, old.value_size, old.param_size) != (
+                        site.dist_type,
+                        site.value_size,
+                        site.param_size,
+                    ):
+                        raise ValueError(
+                            f"address {site.name or site.key} changed its distribution: was type {old.dist_type} with "
+                            f"{old.value_size} value(s), now type {site.dist_type} with {site.value_size}"
+                        )
+                    continue
+                new = self.add_site(site)
+                if optimizer is not None:
+                    optimizer.add_param_group({"params": new})
+                added += 1
+        return added
+
+    def site_parameter_groups(self) -> list[list[nn.Parameter]]:
+        """Per site, in creation order: the parameter groups an optimizer must have (after the
+        shared group) to load a saved optimizer state."""
+        return [
+            [self.address_embeddings[k], *self.value_embeddings[k].parameters(), *self.heads[k].parameters()]
+            for k in self.sites
+        ]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        site_ids = {id(p) for g in self.site_parameter_groups() for p in g}
+        return [p for p in self.parameters() if id(p) not in site_ids]
+
+    # --- pieces --------------------------------------------------------------------------------
+    def embed_observations(self, observations: Mapping[str, Tensor]) -> Tensor:
+        parts = []
+        for spec in self.config.observations:
+            if spec.name not in observations:
+                raise KeyError(f"the network needs observation {spec.name!r}; got {sorted(observations)}")
+            parts.append(self.obs_embeddings[_module_key(spec.name)](observations[spec.name]))
+        return self.obs_combine(torch.cat(parts, -1))
+
+    def current_input(self, key: str, n: int) -> Tensor:
+        site = self.sites[key]
+        dt = self.dist_embedding.weight[site.dist_type]
+        return torch.cat([self.address_embeddings[key], dt]).expand(n, -1)
+
+    def previous_input(self, key: str, params: Tensor, value: Tensor) -> Tensor:
+        site = self.sites[key]
+        feats = self.heads[key].features(params, value)
+        v = self.value_embeddings[key](feats)
+        rest = torch.cat([self.address_embeddings[key], self.dist_embedding.weight[site.dist_type]])
+        return torch.cat([v, rest.expand(len(v), -1)], -1)
+
+    def initial_state(self, n: int) -> tuple[Tensor, Tensor]:
+        z = torch.zeros(self.config.lstm_layers, n, self.config.hidden, device=self.start.device)
+        return z, z.clone()
+
+    # --- training ------------------------------------------------------------------------------
+    def log_q(self, layout: TypeLayout, values: Tensor, params: Tensor, obs_embedding: Tensor) -> Tensor:
+        """log q(trace) per trace [B] for a minibatch of one trace type."""
+        n = len(values)
+        if len(layout) == 0:
+            return torch.zeros(n, device=values.device)
+        vo, po = layout.value_offsets, layout.param_offsets
+        keys = [s.key for s in layout.sites]
+        inputs = []
+        prev = self.start.expand(n, -1)
+        for t, key in enumerate(keys):
+            inputs.append(torch.cat([obs_embedding, prev, self.current_input(key, n)], -1))
+            prev = self.previous_input(key, params[:, po[t] : po[t + 1]], values[:, vo[t] : vo[t + 1]])
+        out, _ = self.lstm(torch.stack(inputs))
+        total = torch.zeros(n, device=values.device)
+        for t, key in enumerate(keys):
+            head = self.heads[key]
+            total = total + head.log_prob(
+                head.raw(out[t]), params[:, po[t] : po[t + 1]], values[:, vo[t] : vo[t + 1]]
+            )
+        return total
+
+    def loss(
+        self, layout: TypeLayout, values: Tensor, params: Tensor, observations: Mapping[str, Tensor]
+    ) -> Tensor:
+        """Mean negative log proposal density of the traces' own values: minimising it over prior
+        traces fits q(x | y) to the posterior p(x | y), averaged over the prior predictive."""
+        return -self.log_q(layout, values, params, self.embed_observations(observations)).mean()
+
+    # --- inference -----------------------------------------------------------------------------
+    def step(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        out, new = self.lstm(x.unsqueeze(0), state)
+        return out[0], new
+
+    def known(self, keys: Sequence[str]) -> list[bool]:
+        return [k in self.sites for k in keys]

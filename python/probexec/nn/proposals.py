@@ -1,0 +1,333 @@
+"""Proposal heads: from the LSTM's output at one address to a distribution over that address's value.
+
+Each head is built for the prior's type, so the proposal lives on the prior's support and is
+expressed relative to the prior's own parameters (a Normal's proposal is a mixture over
+`(x - mean) / stddev`), which keeps one network usable across draws whose priors move from trace
+to trace. Every head computes `log_prob` of the value actually drawn — the importance weight needs
+the exact density of what was sampled — and discrete priors get discrete proposals.
+
+Wire type numbers: 1 Normal, 2 Uniform, 3 Categorical, 4 Poisson, 5 Bernoulli, 6 Beta,
+7 Exponential, 8 Gamma, 9 LogNormal, 10 Binomial, 11 Weibull.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+NORMAL, UNIFORM, CATEGORICAL, POISSON, BERNOULLI, BETA = 1, 2, 3, 4, 5, 6
+EXPONENTIAL, GAMMA, LOGNORMAL, BINOMIAL, WEIBULL = 7, 8, 9, 10, 11
+NUM_DIST_TYPES = 12
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _split(params: Tensor, k: int) -> list[Tensor]:
+    """The k parameters of a draw of `size` values, stored back to back ([B, k*size])."""
+    size = params.shape[1] // k
+    return [params[:, j * size : (j + 1) * size] for j in range(k)]
+
+
+def _mog_log_prob(z: Tensor, logits: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
+    """Mixture of normals, per element: z [B,S], components [B,S,K] -> [B,S]."""
+    d = (z.unsqueeze(-1) - means) * torch.exp(-log_scales)
+    comp = -0.5 * d * d - log_scales - 0.5 * _LOG_2PI
+    return torch.logsumexp(F.log_softmax(logits, -1) + comp, -1)
+
+
+def _mog_sample(logits: Tensor, means: Tensor, log_scales: Tensor, gen: torch.Generator | None) -> Tensor:
+    k = torch.multinomial(F.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1, generator=gen)
+    k = k.reshape(logits.shape[:-1]).unsqueeze(-1)
+    m, s = means.gather(-1, k).squeeze(-1), torch.exp(log_scales.gather(-1, k).squeeze(-1))
+    return m + s * torch.randn(m.shape, generator=gen, device=m.device, dtype=m.dtype)
+
+
+class ProposalHead(nn.Module):
+    """Base: `raw = layer(h)` holds the proposal's parameters; subclasses say what they mean."""
+
+    outputs_per_value: int = 1
+
+    def __init__(self, hidden: int, value_size: int, param_size: int, components: int) -> None:
+        super().__init__()
+        self.value_size = value_size
+        self.param_size = param_size
+        self.components = components
+        self.layer = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, value_size * self.outputs_per_value)
+        )
+
+    def raw(self, h: Tensor) -> Tensor:
+        return self.layer(h)
+
+    def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
+        """log q(value) per trace: [B]."""
+        raise NotImplementedError
+
+    def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        """Values [B, value_size] drawn from the proposal."""
+        raise NotImplementedError
+
+    def features(self, params: Tensor, value: Tensor) -> Tensor:
+        """The value as the next LSTM step sees it: standardised by the prior, [B, feature_size]."""
+        raise NotImplementedError
+
+    def feature_size(self) -> int:
+        return self.value_size
+
+
+class _MixtureHead(ProposalHead):
+    """A mixture of `components` normals per value element, in a space the subclass defines by
+    `to_z` (value -> standardised z, with the log-Jacobian) and `from_z`."""
+
+    def __init__(self, hidden: int, value_size: int, param_size: int, components: int) -> None:
+        self.outputs_per_value = 3 * components
+        super().__init__(hidden, value_size, param_size, components)
+
+    def _parts(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r = raw.reshape(raw.shape[0], self.value_size, 3, self.components)
+        return r[:, :, 0], r[:, :, 1], r[:, :, 2].clamp(-7.0, 3.0)
+
+    def to_z(self, params: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def from_z(self, params: Tensor, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
+        z, log_jac = self.to_z(params, value)
+        return (_mog_log_prob(z, *self._parts(raw)) + log_jac).sum(-1)
+
+    def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        return self.from_z(params, _mog_sample(*self._parts(raw), gen))
+
+    def features(self, params: Tensor, value: Tensor) -> Tensor:
+        return self.to_z(params, value)[0].clamp(-10.0, 10.0)
+
+
+class NormalHead(_MixtureHead):
+    """Normal prior: mixture over (x - mean) / stddev."""
+
+    def to_z(self, params: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        mean, std = _split(params, 2)
+        return (value - mean) / std, -torch.log(std)
+
+    def from_z(self, params: Tensor, z: Tensor) -> Tensor:
+        mean, std = _split(params, 2)
+        return mean + std * z
+
+
+class LogNormalHead(_MixtureHead):
+    """LogNormal prior: mixture over (log x - loc) / scale, so the proposal is positive."""
+
+    def to_z(self, params: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        loc, scale = _split(params, 2)
+        logx = torch.log(value.clamp_min(1e-30))
+        return (logx - loc) / scale, -torch.log(scale) - logx
+
+    def from_z(self, params: Tensor, z: Tensor) -> Tensor:
+        loc, scale = _split(params, 2)
+        return torch.exp(loc + scale * z)
+
+
+class PositiveHead(_MixtureHead):
+    """Gamma, Exponential, Weibull: mixture over log(x / s), s the prior's scale."""
+
+    def __init__(
+        self, dist_type: int, hidden: int, value_size: int, param_size: int, components: int
+    ) -> None:
+        super().__init__(hidden, value_size, param_size, components)
+        self.dist_type = dist_type
+
+    def _scale(self, params: Tensor) -> Tensor:
+        if self.dist_type == EXPONENTIAL:
+            return 1.0 / params
+        if self.dist_type == GAMMA:
+            conc, rate = _split(params, 2)
+            return conc / rate
+        return _split(params, 2)[0]  # Weibull(scale, concentration)
+
+    def to_z(self, params: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        logx = torch.log(value.clamp_min(1e-30))
+        return logx - torch.log(self._scale(params)), -logx
+
+    def from_z(self, params: Tensor, z: Tensor) -> Tensor:
+        return self._scale(params) * torch.exp(z)
+
+
+class BoundedHead(_MixtureHead):
+    """Uniform and Beta: a mixture of logit-normals on the prior's interval (normals over
+    logit((x - low) / width)), so every proposed value is inside the support."""
+
+    def __init__(
+        self, dist_type: int, hidden: int, value_size: int, param_size: int, components: int
+    ) -> None:
+        super().__init__(hidden, value_size, param_size, components)
+        self.dist_type = dist_type
+
+    def _interval(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        if self.dist_type == UNIFORM:
+            low, high = _split(params, 2)
+            return low, high - low
+        z = torch.zeros(params.shape[0], self.value_size, device=params.device, dtype=params.dtype)
+        return z, z + 1.0
+
+    def to_z(self, params: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        low, width = self._interval(params)
+        u = ((value - low) / width).clamp(1e-7, 1 - 1e-7)
+        return torch.log(u) - torch.log1p(-u), -torch.log(u) - torch.log1p(-u) - torch.log(width)
+
+    def from_z(self, params: Tensor, z: Tensor) -> Tensor:
+        low, width = self._interval(params)
+        return low + width * torch.sigmoid(z).clamp(1e-7, 1 - 1e-7)
+
+    def features(self, params: Tensor, value: Tensor) -> Tensor:
+        low, width = self._interval(params)
+        return (value - low) / width * 2.0 - 1.0
+
+
+class CategoricalHead(ProposalHead):
+    """Categorical: a softmax over the prior's categories."""
+
+    def __init__(self, hidden: int, value_size: int, param_size: int, components: int) -> None:
+        self.categories = max(param_size // max(value_size, 1), 1)
+        self.outputs_per_value = self.categories
+        super().__init__(hidden, value_size, param_size, components)
+
+    def _logits(self, raw: Tensor) -> Tensor:
+        return F.log_softmax(raw.reshape(raw.shape[0], self.value_size, self.categories), -1)
+
+    def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
+        idx = value.long().clamp(0, self.categories - 1).unsqueeze(-1)
+        return self._logits(raw).gather(-1, idx).squeeze(-1).sum(-1)
+
+    def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        p = torch.exp(self._logits(raw)).reshape(-1, self.categories)
+        return torch.multinomial(p, 1, generator=gen).reshape(raw.shape[0], self.value_size).to(params.dtype)
+
+    def features(self, params: Tensor, value: Tensor) -> Tensor:
+        idx = value.long().clamp(0, self.categories - 1)
+        return F.one_hot(idx, self.categories).to(params.dtype).reshape(value.shape[0], -1)
+
+    def feature_size(self) -> int:
+        return self.value_size * self.categories
+
+
+class BernoulliHead(ProposalHead):
+    def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
+        return -F.binary_cross_entropy_with_logits(raw, value, reduction="none").sum(-1)
+
+    def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(raw), generator=gen)
+
+    def features(self, params: Tensor, value: Tensor) -> Tensor:
+        return value * 2.0 - 1.0
+
+
+class CountHead(ProposalHead):
+    """Poisson and Binomial: a discretised mixture of normals around the prior's mean, truncated
+    to the support, mixed with the prior itself (weight `prior_weight`) so the proposal covers
+    every count the posterior can reach. A probability for each integer, never a density."""
+
+    prior_weight = 0.05
+
+    def __init__(
+        self, dist_type: int, hidden: int, value_size: int, param_size: int, components: int
+    ) -> None:
+        self.outputs_per_value = 3 * components
+        super().__init__(hidden, value_size, param_size, components)
+        self.dist_type = dist_type
+
+    def _frame(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Prior mean, spread and upper end of the support (inf for Poisson), float64."""
+        p = params.double()
+        if self.dist_type == POISSON:
+            rate = p
+            return rate, rate.sqrt().clamp_min(0.5), torch.full_like(rate, math.inf)
+        n, prob = _split(p, 2)
+        mean = n * prob
+        return mean, (mean * (1 - prob)).sqrt().clamp_min(0.5), n
+
+    def _prior_log_prob(self, params: Tensor, k: Tensor) -> Tensor:
+        p = params.double()
+        if self.dist_type == POISSON:
+            return torch.distributions.Poisson(p, validate_args=False).log_prob(k)
+        n, prob = _split(p, 2)
+        return torch.distributions.Binomial(n, probs=prob, validate_args=False).log_prob(k)
+
+    def _parts(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r = raw.double().reshape(raw.shape[0], self.value_size, 3, self.components)
+        return r[:, :, 0], r[:, :, 1], r[:, :, 2].clamp(-5.0, 3.0)
+
+    def _log_mass(self, raw: Tensor, params: Tensor, k: Tensor) -> Tensor:
+        """log q(k) per element, float64."""
+        mean, spread, top = self._frame(params)
+        logits, mu, log_s = self._parts(raw)
+        s = torch.exp(log_s)
+
+        def cdf(x: Tensor) -> Tensor:
+            return torch.special.ndtr((((x - mean) / spread).unsqueeze(-1) - mu) / s)
+
+        lo, hi = cdf(torch.full_like(k, -0.5)), cdf(top + 0.5)
+        mass = (cdf(k + 0.5) - cdf(k - 0.5)).clamp_min(0) / (hi - lo).clamp_min(1e-300)
+        q = (F.softmax(logits, -1) * mass).sum(-1)
+        w = self.prior_weight
+        return torch.log((1 - w) * q + w * torch.exp(self._prior_log_prob(params, k)))
+
+    def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
+        return self._log_mass(raw, params, value.double()).sum(-1).to(raw.dtype)
+
+    def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        mean, spread, top = self._frame(params)
+        logits, mu, log_s = self._parts(raw)
+        k = torch.multinomial(F.softmax(logits, -1).reshape(-1, self.components), 1, generator=gen)
+        k = k.reshape(logits.shape[:-1]).unsqueeze(-1)
+        m, s = mu.gather(-1, k).squeeze(-1), torch.exp(log_s.gather(-1, k).squeeze(-1))
+        # Inverse-CDF sampling of the component truncated to [-0.5, top + 0.5], then rounding:
+        # exactly the discretised, truncated component that `_log_mass` scores.
+        a = torch.special.ndtr(((-0.5 - mean) / spread - m) / s)
+        b = torch.special.ndtr(((top + 0.5 - mean) / spread - m) / s)
+        u = a + (b - a) * torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype)
+        y = m + s * torch.special.ndtri(u.clamp(1e-300, 1 - 1e-16))
+        counts = torch.round(mean + spread * y).clamp_min(0)
+        counts = torch.minimum(counts, top)
+        from_prior = (
+            torch.rand(counts.shape, generator=gen, device=a.device, dtype=a.dtype) < self.prior_weight
+        )
+        if from_prior.any():
+            p = params.double()
+            if self.dist_type == POISSON:
+                prior = torch.poisson(p.expand_as(counts).contiguous(), generator=gen)
+            else:
+                n, prob = _split(p, 2)
+                prior = torch.binomial(
+                    n.expand_as(counts).contiguous(), prob.expand_as(counts).contiguous(), generator=gen
+                )
+            counts = torch.where(from_prior, prior, counts)
+        return counts.to(raw.dtype)
+
+    def features(self, params: Tensor, value: Tensor) -> Tensor:
+        mean, spread, _ = self._frame(params)
+        return ((value.double() - mean) / spread).clamp(-10, 10).to(value.dtype)
+
+
+def make_head(
+    dist_type: int, hidden: int, value_size: int, param_size: int, components: int = 5
+) -> ProposalHead:
+    if dist_type == NORMAL:
+        return NormalHead(hidden, value_size, param_size, components)
+    if dist_type == LOGNORMAL:
+        return LogNormalHead(hidden, value_size, param_size, components)
+    if dist_type in (UNIFORM, BETA):
+        return BoundedHead(dist_type, hidden, value_size, param_size, components)
+    if dist_type in (EXPONENTIAL, GAMMA, WEIBULL):
+        return PositiveHead(dist_type, hidden, value_size, param_size, components)
+    if dist_type == CATEGORICAL:
+        return CategoricalHead(hidden, value_size, param_size, components)
+    if dist_type == BERNOULLI:
+        return BernoulliHead(hidden, value_size, param_size, components)
+    if dist_type in (POISSON, BINOMIAL):
+        return CountHead(dist_type, hidden, value_size, param_size, components)
+    raise ValueError(f"no proposal head for distribution wire type {dist_type}")

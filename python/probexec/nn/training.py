@@ -1,0 +1,484 @@
+"""Training proposal networks, offline (a dataset on disk) or online (fresh traces from a pool of
+simulators), on one process or many (`torchrun`: gloo on CPU, NCCL on GPU).
+
+Batches are made in a background thread (reading and checking shards, drawing calorimeter noise,
+copying to pinned memory) while the model trains; the log records how much of the time the
+trainer waited for data. Distributed training averages gradients across ranks with one
+all-reduce per step, the same mean a single process would compute over all ranks' batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from tqdm import tqdm
+
+from probexec.data.batches import minibatches
+from probexec.data.dataset import TraceDataset
+from probexec.data.layout import TypeGroup, split_by_type
+from probexec.errors import ProbexecError
+from probexec.nn.checkpoint import LearningRateSchedule, load_checkpoint, make_optimizer, save_checkpoint
+from probexec.nn.embeddings import ObservationSpec
+from probexec.nn.network import NetworkConfig, ProposalLSTM
+
+# Embedding defaults for the built-in simulators' observations (others: by shape, no transform).
+DEFAULT_EMBEDDINGS: dict[tuple[str, str], tuple[str, str]] = {
+    ("tau_decay", "calorimeter"): ("cnn3d", "symlog"),
+    ("calorimeter", "calorimeter"): ("cnn3d", "symlog"),
+}
+
+
+class TrainingError(ProbexecError):
+    """Training cannot go on (NaN loss, no data); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainOptions:
+    batch_size: int = 64
+    lr: float = 1e-3
+    epochs: int | None = None  # offline: passes over the dataset
+    traces: int | None = None  # stop after this many training traces (online needs it)
+    device: str = "cpu"
+    seed: int = 0
+    weight_decay: float = 0.0
+    clip_grad: float = 10.0
+    warmup_steps: int = 0
+    cosine: bool = False  # decay the rate over the run (needs `traces` or `epochs` to size it)
+    valid_every: int = 200  # steps
+    valid_traces: int = 2000
+    checkpoint_every: int = 500  # steps
+    buffer_traces: int = 20_000
+    log_every: int = 20  # steps
+    progress: bool = True
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    network: ProposalLSTM
+    steps: int
+    traces: int
+    seconds: float
+    final_loss: float
+    valid_loss: float
+    traces_per_second: float
+    wait_fraction: float
+    checkpoint: Path | None
+
+
+@dataclass
+class PreparedBatch:
+    group: TypeGroup
+    values: torch.Tensor
+    params: torch.Tensor
+    observations: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def prepare(group: TypeGroup, rng: np.random.Generator, pin: bool = False) -> PreparedBatch:
+    obs = {
+        k: torch.from_numpy(np.ascontiguousarray(o.draw(rng), dtype=np.float32))
+        for k, o in group.observations.items()
+    }
+    values = torch.from_numpy(np.ascontiguousarray(group.values, dtype=np.float32))
+    params = torch.from_numpy(np.ascontiguousarray(group.params, dtype=np.float32))
+    if pin:
+        values, params = values.pin_memory(), params.pin_memory()
+        obs = {k: v.pin_memory() for k, v in obs.items()}
+    return PreparedBatch(group, values, params, obs)
+
+
+class Prefetcher:
+    """Runs `source` in a thread, `depth` items ahead; measures how long the consumer waits."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator[Any], depth: int = 8) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(depth)
+        self.waited = 0.0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(source,), daemon=True)
+        self.thread.start()
+
+    def _run(self, source: Iterator[Any]) -> None:
+        try:
+            for item in source:
+                while not self._stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:
+            self.error = e
+        self.queue.put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            t0 = time.perf_counter()
+            item = self.queue.get()
+            self.waited += time.perf_counter() - t0
+            if item is self._END:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def online_groups(pool: Any, chunk: int, seed: int) -> Iterator[TypeGroup]:
+    """Fresh prior traces from a simulator pool, forever, as type groups."""
+    seeds = np.random.SeedSequence(seed)
+    while True:
+        jobs = [chunk] * len(pool.models)
+        chunk_seeds = [int(s.generate_state(1)[0] >> 1) for s in seeds.spawn(len(jobs))]
+
+        def run(model: Any, i: int, n: int, chunk_seeds: list[int] = chunk_seeds) -> Any:
+            return model.stream(n, seed=chunk_seeds[i])
+
+        batches = pool.map(jobs, run)
+        for b in batches:
+            yield from split_by_type(b)[0]
+
+
+def observation_specs(
+    simulator: str, groups: Iterable[TypeGroup], overrides: Mapping[str, Any] | None = None
+) -> list[ObservationSpec]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for g in groups:
+        for name, ob in g.observations.items():
+            shapes.setdefault(name, tuple(ob.shape))
+    specs = []
+    for name in sorted(shapes):
+        emb, tr = DEFAULT_EMBEDDINGS.get((simulator, name), ("auto", "none"))
+        o = (overrides or {}).get(name, {})
+        specs.append(ObservationSpec(name, shapes[name], o.get("embedding", emb), o.get("transform", tr)))
+    return specs
+
+
+def build_network(
+    simulator: str, sample: list[TypeGroup], layouts: Iterable = (), **config: Any
+) -> ProposalLSTM:
+    """A new network for `simulator`, its observation embeddings standardised on `sample`."""
+    obs_over = config.pop("observations", None)
+    net = ProposalLSTM(NetworkConfig(simulator, observation_specs(simulator, sample, obs_over), **config))
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for spec in net.config.observations:
+            parts = [
+                torch.from_numpy(g.observations[spec.name].rows(0, min(len(g), 256)).draw(rng))
+                for g in sample
+                if spec.name in g.observations
+            ]
+            if parts:
+                net.obs_embeddings[_key(spec.name)].fit(torch.cat(parts)[:2048].float())
+    net.ensure_sites([g.layout for g in sample])
+    net.ensure_sites(layouts)
+    return net
+
+
+def _key(name: str) -> str:
+    from probexec.nn.network import _module_key
+
+    return _module_key(name)
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_gradients(net: ProposalLSTM, world: int) -> None:
+    """Averages every parameter's gradient over the ranks (missing gradients count as zero, as
+    for an address another rank's batch did not have)."""
+    params = list(net.parameters())
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    i = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[i : i + n].view_as(p).clone()
+        i += n
+
+
+def train(
+    simulator: str,
+    *,
+    dataset: TraceDataset | None = None,
+    pool: Any = None,
+    output: str | Path | None = None,
+    options: TrainOptions | None = None,
+    valid: TraceDataset | None = None,
+    network: ProposalLSTM | None = None,
+    resume: bool = False,
+    log_path: str | Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Trains a proposal network on `dataset` (offline) or on traces from `pool` (online) and
+    saves it to `output`. With `resume` and an existing `output`, training continues from the
+    saved model, optimizer, schedule and counters."""
+    opt = options or TrainOptions()
+    if (dataset is None) == (pool is None):
+        raise ValueError("train needs exactly one of dataset= (offline) or pool= (online)")
+    if pool is not None and opt.traces is None:
+        raise ValueError("online training needs a trace budget (traces=)")
+    if opt.epochs is None and opt.traces is None:
+        opt.epochs = 1
+    rank, world = _distributed()
+    device = torch.device(opt.device)
+    torch.manual_seed(opt.seed)
+    out = Path(output) if output is not None else None
+
+    def source(epoch: int) -> Iterator[TypeGroup]:
+        if dataset is not None:
+            groups: Iterator[TypeGroup] = dataset.iter_groups(shuffle=True, seed=opt.seed + epoch)
+        else:
+            groups = online_groups(pool, max(opt.batch_size, 256), opt.seed * 1000 + epoch * 7919 + rank)
+        return minibatches(
+            groups,
+            opt.batch_size,
+            rng=np.random.default_rng([opt.seed, epoch]),
+            buffer_traces=opt.buffer_traces,
+            rank=rank,
+            world_size=world,
+        )
+
+    state = {"step": 0, "epoch": 0, "traces": 0, "best_valid": math.inf}
+    schedule = LearningRateSchedule(opt.lr, opt.warmup_steps)
+    optimizer = None
+    if resume and out is not None and out.exists():
+        network, blob = load_checkpoint(out, simulator=simulator, device=device)
+        optimizer = make_optimizer(network, opt.lr, opt.weight_decay)
+        if blob["optimizer"] is not None:
+            optimizer.load_state_dict(blob["optimizer"])
+        if blob["schedule"] is not None:
+            schedule.load_state_dict(blob["schedule"])
+        state.update(blob["train_state"])
+    if network is None:
+        sample = []
+        for g in source(0):
+            sample.append(g)
+            if sum(len(s) for s in sample) >= 512:
+                break
+        if not sample:
+            raise TrainingError("no training traces: the dataset is empty")
+        layouts = [t.layout for t in dataset.trace_types().values()] if dataset is not None else []
+        network = build_network(simulator, sample, layouts, **opt.config_overrides)
+    network.to(device)
+    if world > 1:
+        if pool is not None:
+            raise ValueError("distributed training reads a dataset; online training runs on one process")
+        for p in network.parameters():  # identical start on every rank
+            dist.broadcast(p.data, 0)
+    if optimizer is None:
+        optimizer = make_optimizer(network, opt.lr, opt.weight_decay)
+    if opt.cosine:
+        total = opt.traces // opt.batch_size // world if opt.traces else 0
+        if not total and dataset is not None and opt.epochs:
+            total = opt.epochs * dataset.num_traces // opt.batch_size // world
+        schedule.total_steps = total
+    log_file = None
+    writer = None
+    if rank == 0 and log_path is not None:
+        log_path = Path(log_path)
+        new = not (resume and log_path.exists())
+        log_file = open(log_path, "w" if new else "a", newline="")  # noqa: SIM115 - closed below
+        writer = csv.writer(log_file)
+        if new:
+            writer.writerow(
+                [
+                    "step",
+                    "epoch",
+                    "traces",
+                    "loss",
+                    "valid_loss",
+                    "lr",
+                    "traces_per_s",
+                    "wait_fraction",
+                    "seconds",
+                ]
+            )
+    pin = device.type == "cuda"
+    budget = opt.traces
+    t_start = time.perf_counter()
+    traces_at_start = state["traces"]
+    run_loss, run_n = 0.0, 0
+    last_valid = math.nan
+    last_loss = math.nan
+    bar = tqdm(
+        total=budget,
+        desc=f"train {simulator}",
+        unit="trace",
+        disable=not opt.progress or rank != 0,
+        initial=min(state["traces"], budget or 0),
+    )
+    waited = 0.0
+    done = False
+    try:
+        while not done:
+            epoch = int(state["epoch"])
+            if opt.epochs is not None and epoch >= opt.epochs:
+                break
+            prep_rng = np.random.default_rng([opt.seed, epoch, rank, 1])
+            fetch = Prefetcher((prepare(b, prep_rng, pin) for b in source(epoch)), depth=6)
+            try:
+                for batch in fetch:
+                    added = network.ensure_sites([batch.group.layout], optimizer)
+                    if added and world > 1:
+                        raise TrainingError(
+                            f"rank {rank} met {added} address(es) not in the dataset's type table"
+                        )
+                    values = batch.values.to(device, non_blocking=True)
+                    params = batch.params.to(device, non_blocking=True)
+                    obs = {k: v.to(device, non_blocking=True) for k, v in batch.observations.items()}
+                    lr = schedule.apply(optimizer)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = network.loss(batch.group.layout, values, params, obs)
+                    loss.backward()
+                    loss_value = loss.detach()
+                    if world > 1:
+                        _all_reduce_gradients(network, world)
+                        dist.all_reduce(loss_value)
+                        loss_value /= world
+                    lv = float(loss_value)
+                    if not math.isfinite(lv):
+                        where = (
+                            f"; the last good checkpoint is {out}" if out is not None and out.exists() else ""
+                        )
+                        raise TrainingError(
+                            f"training loss is {lv} at step {state['step']} (epoch {epoch}){where}"
+                        )
+                    if opt.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(network.parameters(), opt.clip_grad)
+                    optimizer.step()
+                    schedule.step()
+                    n = len(batch) * world
+                    state["step"] += 1
+                    state["traces"] += n
+                    run_loss += lv
+                    run_n += 1
+                    last_loss = lv
+                    bar.update(n)
+                    if on_step is not None:
+                        on_step(int(state["step"]), lv)
+                    step = int(state["step"])
+                    if valid is not None and step % opt.valid_every == 0:
+                        last_valid = validation_loss(network, valid, opt, device)
+                    if writer is not None and (step % opt.log_every == 0):
+                        el = time.perf_counter() - t_start
+                        writer.writerow(
+                            [
+                                step,
+                                epoch,
+                                state["traces"],
+                                run_loss / max(run_n, 1),
+                                last_valid,
+                                lr,
+                                (state["traces"] - traces_at_start) / el,
+                                (waited + fetch.waited) / el,
+                                el,
+                            ]
+                        )
+                        log_file.flush()  # type: ignore[union-attr]
+                        run_loss, run_n = 0.0, 0
+                    if out is not None and rank == 0 and step % opt.checkpoint_every == 0:
+                        save_checkpoint(out, network, optimizer, schedule, state)
+                    if budget is not None and state["traces"] >= budget:
+                        done = True
+                        break
+            finally:
+                fetch.close()
+                waited += fetch.waited
+            if not done:
+                state["epoch"] += 1
+    finally:
+        bar.close()
+    if valid is not None:
+        last_valid = validation_loss(network, valid, opt, device)
+    elapsed = time.perf_counter() - t_start
+    if out is not None and rank == 0:
+        save_checkpoint(out, network, optimizer, schedule, state)
+    if writer is not None:
+        writer.writerow(
+            [
+                state["step"],
+                state["epoch"],
+                state["traces"],
+                run_loss / run_n if run_n else last_loss,
+                last_valid,
+                schedule.current(),
+                (state["traces"] - traces_at_start) / elapsed,
+                waited / elapsed,
+                elapsed,
+            ]
+        )
+        log_file.close()  # type: ignore[union-attr]
+    return TrainResult(
+        network,
+        int(state["step"]),
+        int(state["traces"]),
+        elapsed,
+        last_loss,
+        last_valid,
+        (state["traces"] - traces_at_start) / elapsed,
+        waited / elapsed,
+        out,
+    )
+
+
+@torch.no_grad()
+def validation_loss(
+    network: ProposalLSTM, valid: TraceDataset, opt: TrainOptions, device: torch.device
+) -> float:
+    """Mean -log q over up to `valid_traces` traces of `valid` (types the network has not seen are
+    left out: their layers would be untrained)."""
+    network.eval()
+    total, n = 0.0, 0
+    rng = np.random.default_rng(12345)
+    for g in minibatches(valid.iter_groups(), opt.batch_size, rng=rng, buffer_traces=opt.buffer_traces):
+        if not all(network.known([s.key for s in g.layout.sites])):
+            continue
+        b = prepare(g, rng)
+        loss = network.loss(
+            g.layout,
+            b.values.to(device),
+            b.params.to(device),
+            {k: v.to(device) for k, v in b.observations.items()},
+        )
+        total += float(loss) * len(g)
+        n += len(g)
+        if n >= opt.valid_traces:
+            break
+    network.train()
+    return total / n if n else math.nan
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Joins the process group `torchrun` describes (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return _distributed()

@@ -1,0 +1,167 @@
+"""Driving one trace on a remote simulator a controlled draw at a time, without blocking.
+
+`RemoteModel.run_trace` runs a trace to its end, asking the handler stack for each value. A
+learned proposal is fastest when it decides the values of many traces at once (one batched LSTM
+step for all of them), so `TraceStepper` stops at every controlled sample that no handler fixed
+and exposes it as `pending`; the driver chooses values for all pending draws together, `post`s
+them (a send, no wait) and then `collect`s every stepper's next request. Observations, tags and
+draws the simulator makes locally are handled inside `collect`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from probexec import _core
+from probexec.errors import ProtocolError, SimulatorError
+from probexec.handlers import Draw, Handler, apply
+from probexec.protocol.messages import MessageType, RunMode
+from probexec.remote import RemoteModel
+from probexec.trace import (
+    FLAG_CONTROLLED,
+    FLAG_OBSERVED,
+    FLAG_REPLACE,
+    OBSERVE,
+    SAMPLE,
+    TAG,
+    TraceBatchBuilder,
+)
+
+_SAMPLE, _OBSERVE, _TAG = int(MessageType.SAMPLE), int(MessageType.OBSERVE), int(MessageType.TAG)
+_RUN_RESULT, _ERROR = int(MessageType.RUN_RESULT), int(MessageType.ERROR)
+_OBSERVE_RESULT = _core.encode_empty(int(MessageType.OBSERVE_RESULT))
+_TAG_RESULT = _core.encode_empty(int(MessageType.TAG_RESULT))
+_DRAW_LOCALLY = _core.encode_sample_result(np.zeros(0), True)
+_EMPTY = np.zeros(0)
+
+
+@dataclass(slots=True)
+class PendingDraw:
+    """A controlled sample waiting for its value."""
+
+    address_id: int
+    instance: int
+    name: str
+    dist_type: int
+    params: tuple
+    replace: bool
+
+
+class TraceStepper:
+    """One trace at a time on `model`; `handlers` see every draw first (conditioning), and a
+    sample they leave without a value (and that is controlled) becomes `pending`. Uncontrolled
+    samples are drawn by the simulator itself (v2) or by `fallback`."""
+
+    def __init__(self, model: RemoteModel, handlers: Sequence[Handler], fallback: Handler, builder: TraceBatchBuilder) -> None:
+        if model.peer_version < 2:
+            raise ProtocolError(f"simulator {model.name!r} speaks PPX v1: batched stepping needs protocol v2")
+        self.model = model
+        self.handlers = list(handlers)
+        self.fallback = fallback
+        self.builder = builder
+        self.pending: PendingDraw | None = None
+        self.done = True
+        self.error = ""
+        self._draw = Draw()
+        self._draw.can_draw_locally = "draw_locally" in model.capabilities
+        self._t0 = 0.0
+
+    def start(self, seed: int | None) -> None:
+        for h in self.handlers:
+            h.begin_trace()
+        self.done, self.error, self.pending = False, "", None
+        self._t0 = time.perf_counter()
+        self.model._where = f"trace {self.model.traces_run}"
+        self._send(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, self.model.record_uncontrolled_values))
+        self.collect()
+
+    def post(self, value: np.ndarray | float) -> None:
+        """Sends the pending draw's value (no wait) and records its row."""
+        p = self.pending
+        assert p is not None, "no pending draw"
+        flags = FLAG_CONTROLLED | (FLAG_REPLACE if p.replace else 0)
+        self.builder.add(p.address_id, p.instance, SAMPLE, flags, p.dist_type, p.params, value)
+        self.pending = None
+        self._send(_core.encode_sample_scalar(value) if type(value) is float else _core.encode_sample_result(value))
+
+    def collect(self) -> None:
+        """Receives replies until the next pending draw or the end of the trace."""
+        try:
+            reply = self._recv()
+            while True:
+                reply = self._handle(reply)
+                if reply is None:
+                    return
+        except SimulatorError as e:
+            # The model threw: the trace ends as failed, the simulator is ready for the next.
+            self.builder.abandon_trace()
+            self.builder.end_trace(None, time.perf_counter() - self._t0, str(e))
+            self.done, self.error = True, str(e)
+        except BaseException:
+            self.builder.abandon_trace()
+            self.done = True
+            raise
+
+    def _send(self, data: bytes) -> None:
+        assert self.model._conn is not None, f"simulator {self.model.name!r} is closed"
+        self.model._conn.socket.send(data)
+
+    def _recv(self) -> tuple:
+        assert self.model._conn is not None
+        return _core.decode(self.model._conn.recv(what=self.model._where))
+
+    def _request(self, data: bytes) -> tuple:
+        self._send(data)
+        return self._recv()
+
+    def _handle(self, reply: tuple) -> tuple | None:
+        """Acts on one message; returns the next reply, or None when the driver's turn comes."""
+        m, b, kind = self.model, self.builder, reply[0]
+        draw = self._draw
+        if kind == _SAMPLE:
+            _, address, name, dt, params, control, replace, aid, inst, local = reply
+            aid, inst = m._site(b, local, False, address, name, dt, SAMPLE, aid, inst)
+            draw.kind, draw.address_id, draw.instance, draw.name = SAMPLE, aid, inst, name
+            draw.dist_type, draw.params, draw.control, draw.replace = dt, params, control, replace
+            draw.value, draw.draw_locally, draw.observed = None, False, False
+            apply(self.handlers, draw)
+            if draw.value is None and control:
+                self.pending = PendingDraw(aid, inst, name, dt, params, bool(replace))
+                return None
+            if draw.value is None:
+                self.fallback.on_sample(draw)
+            if draw.draw_locally:
+                return self._request(_DRAW_LOCALLY)
+            flags = (FLAG_CONTROLLED if control else 0) | (FLAG_REPLACE if replace else 0) | (FLAG_OBSERVED if draw.observed else 0)
+            b.add(aid, inst, SAMPLE, flags, dt, params, draw.value)
+            v = draw.value
+            return self._request(_core.encode_sample_scalar(v) if type(v) is float else _core.encode_sample_result(v))
+        if kind == _OBSERVE:
+            _, address, name, dt, params, value, aid, inst, local = reply
+            aid, inst = m._site(b, local, False, address, name, dt, OBSERVE, aid, inst)
+            draw.kind, draw.address_id, draw.instance, draw.name = OBSERVE, aid, inst, name
+            draw.dist_type, draw.params, draw.value = dt, params, value
+            apply(self.handlers, draw)
+            if draw.value is None:
+                self.fallback.on_observe(draw)
+            b.add(aid, inst, OBSERVE, 0, dt, params, draw.value)
+            return self._request(_OBSERVE_RESULT)
+        if kind == _TAG:
+            _, address, name, value, aid, inst, local = reply
+            aid, inst = m._site(b, local, False, address, name, 0, TAG, aid, inst)
+            b.add(aid, inst, TAG, 0, 0, (), value if value is not None else _EMPTY)
+            return self._request(_TAG_RESULT)
+        if kind == _RUN_RESULT:
+            if reply[2] is not None:
+                b.add_wire(reply[2])
+            b.end_trace(reply[1], time.perf_counter() - self._t0)
+            m.traces_run += 1
+            self.done = True
+            return None
+        if kind == _ERROR:
+            raise SimulatorError(f"simulator {m.name!r}, {m._where}: {reply[1]}")
+        raise ProtocolError(f"simulator {m.name!r} sent message type {kind} during {m._where}")
