@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages the build and tests need (Debian names).
-APT_PACKAGES := g++ make pkg-config libzmq3-dev binutils python3-venv python3-dev
+APT_PACKAGES := g++ make pkg-config libzmq3-dev binutils python3-venv python3-dev graphviz chromium
 TORCH_CPU := torch==2.13.0
 CPP_TEST_BUILD := build/cpp-tests
 
@@ -29,6 +29,8 @@ system-deps:
 	command -v addr2line >/dev/null || missing="$$missing binutils"; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	pkg-config --exists libzmq 2>/dev/null || missing="$$missing libzmq3-dev"; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	$(PYTHON) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 	  || missing="$$missing python3-dev"; \

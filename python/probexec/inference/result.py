@@ -68,9 +68,11 @@ class Posterior:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """`posterior.npz` (per latent its values, plus log_weights; no pickle) and `summary.json`."""
+        """`posterior.npz` (per latent its values, plus log_weights; no pickle), `summary.json`, and
+        `traces.npz`, the whole traces (`TraceBatch.save`), which `probexec analytics` reads."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        self.traces.save(d / "traces.npz")
         arrays = {f"latent/{n}": self.traces.values_of(n) for n in self.latents}
         tmp = d / "posterior.tmp.npz"
         np.savez(tmp, log_weights=self.log_weights, **arrays)

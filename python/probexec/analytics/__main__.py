@@ -1,0 +1,5 @@
+import sys
+
+from probexec.analytics.cli import main
+
+sys.exit(main())
