@@ -10,7 +10,37 @@ from typing import Any
 import numpy as np
 
 from probexec.empirical import Empirical
-from probexec.trace import TraceBatch
+from probexec.trace import FLAG_VALUE_OMITTED, OBSERVE, TraceBatch
+
+BIG_OBSERVATION = 1024
+
+
+def _without_big_observations(batch: TraceBatch) -> TraceBatch:
+    """The batch with the values and parameters of big observation rows left out."""
+    vsz = np.diff(batch.value_offsets)
+    psz = np.diff(batch.param_offsets)
+    big = (batch.kind == OBSERVE) & (vsz >= BIG_OBSERVATION)
+    if not big.any():
+        return batch
+    return TraceBatch(
+        batch.address_id,
+        batch.instance,
+        batch.kind,
+        np.where(big, batch.flags | FLAG_VALUE_OMITTED, batch.flags).astype(np.uint8),
+        batch.dist_type,
+        np.concatenate([[0], np.cumsum(np.where(big, 0, psz))]).astype(np.int64),
+        batch.params[np.repeat(~big, psz)],
+        np.concatenate([[0], np.cumsum(np.where(big, 0, vsz))]).astype(np.int64),
+        batch.values[np.repeat(~big, vsz)],
+        batch.shape_offsets,
+        batch.shapes,
+        batch.trace_offsets,
+        batch.results,
+        batch.wall_time,
+        batch.errors,
+        batch.addresses,
+        count=batch.count,
+    )
 
 
 @dataclass
@@ -69,10 +99,13 @@ class Posterior:
 
     def save(self, directory: str | Path) -> Path:
         """`posterior.npz` (per latent its values, plus log_weights; no pickle), `summary.json`, and
-        `traces.npz`, the whole traces (`TraceBatch.save`), which `probexec analytics` reads."""
+        `traces.npz`, the traces (`TraceBatch.save`) that `probexec analytics` reads. Observations
+        of `BIG_OBSERVATION` elements or more (calorimeter images, 0.6 MB a trace) are saved without
+        their values and parameters (value-omitted rows): the observed data is the same in every
+        trace, and thousands of copies of it would dwarf everything else."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.traces.save(d / "traces.npz")
+        _without_big_observations(self.traces).save(d / "traces.npz")
         arrays = {f"latent/{n}": self.traces.values_of(n) for n in self.latents}
         tmp = d / "posterior.tmp.npz"
         np.savez(tmp, log_weights=self.log_weights, **arrays)
