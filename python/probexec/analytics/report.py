@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -114,6 +115,38 @@ def _latent_names(source: TraceSource, batch: Any) -> list[str]:
     return batch.addresses.names(kind=SAMPLE)
 
 
+def short_function(fn: str) -> str:
+    """`ns::f(std::vector<double> const&, int) [clone .constprop.0]` -> `ns::f(…)`: the argument
+    list is in the CSV; the HTML table stays readable."""
+    fn = re.sub(r" \[clone [^\]]*\]", "", fn)
+    if not fn.endswith(")"):
+        return fn
+    depth = 0
+    for i in range(len(fn) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(fn[i], 0)
+        if depth == 0:
+            return fn[:i] + ("(…)" if i < len(fn) - 2 else "()")
+    return fn
+
+
+def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the HTML tables: file paths relative to the sources' common directory, functions
+    without their argument lists."""
+    files = [str(r["file_line"]).rpartition(":")[0] for r in rows if r.get("file_line")]
+    prefix = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+    if prefix and not prefix.endswith("/"):
+        prefix = os.path.dirname(prefix) + "/" if len(set(files)) == 1 else prefix + "/"
+    out = []
+    for r in rows:
+        d = dict(r)
+        if d.get("file_line") and prefix:
+            d["file_line"] = str(d["file_line"]).removeprefix(prefix)
+        if d.get("function"):
+            d["function"] = short_function(str(d["function"]))
+        out.append(d)
+    return out
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "x"
 
@@ -214,7 +247,7 @@ def _structure_section(
         note=True,
     )
     cols = [c for c in address_rows[0] if c not in ("stack", "id")] if address_rows else None
-    page.raw(H.table(address_rows, cols, limit=opt.address_rows))
+    page.raw(H.table(_display(address_rows), cols, limit=opt.address_rows))
 
     H.write_csv(types_rows, out / "csv" / f"trace_types_{slug}.csv")
     page.h(3, "Trace types")
@@ -319,7 +352,7 @@ def _informative_section(
             )
             if ranked and c in ranked[0]
         ]
-        page.raw(H.table(ranked, cols, limit=25))
+        page.raw(H.table(_display(ranked), cols, limit=25))
         result[post.source.label] = ranked[:10]
     # Histograms: the named latents first, then the most informative addresses of the first posterior.
     first = rank_addresses(reference.addresses, posteriors[0].addresses, posteriors[0].source.engine)
