@@ -62,6 +62,7 @@ class AddressSummary:
     categories: dict[float, int] = field(default_factory=dict)
     other_categories: int = 0
     reservoir: Reservoir | None = None
+    suffix: str = ""  # set when another address has the same label (see AddressStats.summaries)
 
     @property
     def name(self) -> str:
@@ -69,7 +70,12 @@ class AddressSummary:
 
     @property
     def label(self) -> str:
-        """A short readable handle: the name, else the innermost function and line."""
+        """A short readable handle: the name, else the innermost function and line; with the
+        call site that tells it apart when several addresses share one."""
+        return self.base_label + self.suffix
+
+    @property
+    def base_label(self) -> str:
         if self.name:
             return self.name
         if self.location.function:
@@ -274,7 +280,32 @@ class AddressStats:
 
     def summaries(self) -> list[AddressSummary]:
         """In order of first occurrence (roughly the order of the code)."""
+        self._disambiguate()
         return sorted(self.by_id.values(), key=lambda s: s.first_seen)
+
+    def _disambiguate(self) -> None:
+        """Addresses with one label (the same name reached through different call paths) get the
+        first caller line where their stacks differ: `decay1/phi@decay.cpp:219`."""
+        groups: dict[str, list[AddressSummary]] = {}
+        for s in self.by_id.values():
+            groups.setdefault(s.base_label, []).append(s)
+        for group in groups.values():
+            if len(group) == 1:
+                group[0].suffix = ""
+                continue
+            depth = max(len(s.location.sources) for s in group)
+            for s in group:
+                s.suffix = f"#{s.id:016x}"[:9]
+                for j in range(depth):
+                    here = s.location.sources[j] if j < len(s.location.sources) else ""
+                    others = [
+                        o.location.sources[j] if j < len(o.location.sources) else ""
+                        for o in group
+                        if o is not s
+                    ]
+                    if here and here not in others:
+                        s.suffix = "@" + here.rsplit("/", 1)[-1]
+                        break
 
     def presence_fraction(self, s: AddressSummary) -> float:
         """Fraction of traces (of posterior mass, for weighted sources) the address occurs in."""

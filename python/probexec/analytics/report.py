@@ -105,6 +105,7 @@ def analyse(
     a.seconds = time.perf_counter() - t0
     if binary:
         a.addresses.resolve_sources(binary)
+    a.addresses.summaries()  # settles the labels of addresses that share a name
     return a
 
 
