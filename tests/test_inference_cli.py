@@ -135,7 +135,7 @@ def test_prior_dataset_round_trip(tmp_path):
         "-n",
         "3000",
         "-o",
-        str(tmp_path),
+        str(tmp_path / "traces.npz"),
         "--workers",
         "2",
         "--seed",

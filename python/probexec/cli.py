@@ -171,8 +171,11 @@ def _observations(args: argparse.Namespace, info: Any) -> dict[str, np.ndarray]:
 
 
 def _cmd_prior(args: argparse.Namespace) -> int:
+    """Prior traces to a dataset directory (sharded, for training) or, for `-o FILE.npz`, to one
+    trace file."""
     from pathlib import Path
 
+    from probexec.data import DatasetWriter
     from probexec.inference.pool import remote_pool
     from probexec.inference.prior import sample_prior
     from probexec.simulators import get_simulator
@@ -181,23 +184,38 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    summary: dict[str, Any] = {"simulator": args.simulator, "num_traces": args.n}
     with remote_pool(args.simulator, workers=args.workers) as pool:
-        batch = sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet)
-    path = out / "traces-00000.npz"
-    batch.save(path)
+        if out.suffix == ".npz":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            batch = sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet)
+            batch.save(out)
+            summary.update(file=str(out), bytes=out.stat().st_size, addresses=len(batch.addresses))
+        else:
+            writer = DatasetWriter(out, args.simulator)
+            sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet, sink=writer.write)
+            st = writer.stats
+            summary.update(
+                dataset=str(out),
+                shards=st.shards,
+                bytes=st.bytes,
+                bytes_per_trace=st.bytes_per_trace,
+                write_traces_per_s=st.traces_per_second,
+                addresses=len(pool.addresses),
+            )
     secs = time.perf_counter() - t0
-    summary = {
-        "simulator": args.simulator,
-        "num_traces": batch.num_traces,
-        "file": str(path),
-        "bytes": path.stat().st_size,
-        "seconds": secs,
-        "addresses": len(batch.addresses),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary) if args.json else f"wrote {batch.num_traces} traces to {path} in {secs:.1f} s")
+    summary["seconds"] = secs
+    if out.suffix != ".npz":
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        where = (
+            summary.get("file")
+            or f"{out} ({summary['shards']} shards, {summary['bytes_per_trace']:.0f} bytes/trace)"
+        )
+        print(f"wrote {args.n} traces to {where} in {secs:.1f} s")
     return 0
 
 
@@ -212,6 +230,8 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     observe = _observations(args, info)  # checked before any simulator starts
     options: dict[str, Any] = {"seed": args.seed, "progress": not args.quiet, "latents": list(info.latents)}
+    if args.engine == "ic":
+        return _posterior_ic(args, info, observe)
     if args.engine == "rmh":
         workers = args.workers or min(args.chains, os.cpu_count() or 1)
         options.update(chains=args.chains, burn_in=args.burn_in, thinning=args.thinning, resume=args.resume)
@@ -227,6 +247,10 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     out = posterior.save(args.output)
     if args.engine == "rmh":
         save_chain_states(posterior.chain_states or [], out / "rmh_state.npz")
+    return _report_posterior(args, posterior, out)
+
+
+def _report_posterior(args: argparse.Namespace, posterior: Any, out: Any) -> int:
     summary = posterior.summary()
     if args.json:
         print(json.dumps(summary))
@@ -237,6 +261,128 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
         for name, s in summary["latents"].items():
             print(f"  {name}: mean {s['mean']}, std {s['std']}")
         print(f"wrote {out}")
+    return 0
+
+
+def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.ndarray]) -> int:
+    """Importance sampling with a trained proposal network, many simulators in flight."""
+    from probexec.inference.ic import ic_posterior
+    from probexec.inference.pool import remote_pool
+    from probexec.nn import load_checkpoint
+
+    if not args.network:
+        raise ValueError("--engine ic needs --network NET (made by `probexec train`)")
+    shapes = {name: np.shape(v) for name, v in observe.items()}
+    shapes.update({n: s for n, s in info.observed.items() if n in observe})
+    device = args.device or "cpu"
+    net, _ = load_checkpoint(args.network, simulator=info.name, observations=shapes, device=device)
+    with remote_pool(info.name, workers=args.workers or 16) as pool:
+        posterior = ic_posterior(
+            net,
+            pool.models,
+            args.n,
+            observe,
+            latents=list(info.latents),
+            seed=args.seed,
+            device=device,
+            progress=not args.quiet,
+        )
+    out = posterior.save(args.output)
+    if posterior.stats["prior_fallbacks"] and not args.quiet:
+        print(
+            f"note: {posterior.stats['prior_fallbacks']} draws at addresses the network has not seen were drawn from the prior: "
+            + ", ".join(posterior.stats["unknown_addresses"][:10]),
+            file=sys.stderr,
+        )
+    return _report_posterior(args, posterior, out)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Trains a proposal network offline (--data) or online (fresh traces from simulators)."""
+    from pathlib import Path
+
+    from probexec.data import TraceDataset
+    from probexec.inference.pool import remote_pool
+    from probexec.nn import TrainOptions, train
+    from probexec.nn.training import init_distributed
+    from probexec.simulators import get_simulator
+
+    info = get_simulator(args.simulator)
+    device = args.device or "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: this torch has no CUDA device")
+    rank, world = init_distributed(device)
+    if world > 1 and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    dataset = TraceDataset(Path(args.data), on_corrupt=args.on_corrupt) if args.data else None
+    if dataset is not None and dataset.simulator != info.name:
+        raise ValueError(f"{args.data} holds traces of {dataset.simulator!r}, not {info.name!r}")
+    valid = TraceDataset(Path(args.valid), on_corrupt=args.on_corrupt) if args.valid else None
+    overrides = {k: v for k, v in (("hidden", args.hidden), ("obs_dim", args.obs_dim)) if v is not None}
+    options = TrainOptions(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        epochs=args.epochs,
+        traces=args.traces,
+        device=device,
+        seed=args.seed,
+        cosine=args.cosine,
+        progress=not args.quiet,
+        config_overrides=overrides,
+        threads=args.threads,
+    )
+    out = Path(args.output)
+    log = Path(args.log) if args.log else out.with_suffix(".csv")
+    if dataset is None:
+        if args.traces is None:
+            raise ValueError("online training (no --data) needs --traces")
+        with remote_pool(info.name, workers=args.workers) as pool:
+            result = train(
+                info.name,
+                pool=pool,
+                output=out,
+                options=options,
+                valid=valid,
+                resume=args.resume,
+                log_path=log,
+            )
+    else:
+        result = train(
+            info.name,
+            dataset=dataset,
+            output=out,
+            options=options,
+            valid=valid,
+            resume=args.resume,
+            log_path=log,
+        )
+    if rank != 0:
+        return 0
+    summary = {
+        "simulator": info.name,
+        "network": str(out),
+        "log": str(log),
+        "steps": result.steps,
+        "traces": result.traces,
+        "loss": result.final_loss,
+        "valid_loss": result.valid_loss,
+        "traces_per_s": result.traces_per_second,
+        "wait_fraction": result.wait_fraction,
+        "seconds": result.seconds,
+        "world_size": world,
+        "addresses": len(result.network.sites),
+        "parameters": sum(p.numel() for p in result.network.parameters()),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"trained on {result.traces} traces in {result.seconds:.1f} s ({result.traces_per_second:.0f} traces/s, "
+            f"{100 * result.wait_fraction:.0f}% waiting for data); loss {result.final_loss:.4f}; wrote {out}"
+        )
     return 0
 
 
@@ -305,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("posterior", help="posterior inference on a built-in simulator")
     s.add_argument("simulator")
-    s.add_argument("--engine", choices=["is", "rmh"], default="is")
+    s.add_argument("--engine", choices=["is", "rmh", "ic"], default="is")
+    s.add_argument("--network", help="ic: the proposal network (from `probexec train`)")
+    s.add_argument("--device", default=None, help="ic: cpu or cuda")
     s.add_argument("-n", type=int, required=True, help="traces (is) or kept samples over all chains (rmh)")
     s.add_argument(
         "--observe", action="append", metavar="NAME=VALUE", help="e.g. obs=8,9 or obs=[8,9] (repeatable)"
@@ -317,11 +465,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--thinning", type=int, default=1)
     s.add_argument("--resume", help="continue RMH chains from a previous output directory")
     s.add_argument("--likelihood-importance", type=float, default=1.0)
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument(
+        "--workers", type=int, default=None, help="simulator processes (ic: traces in flight, default 16)"
+    )
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_posterior)
+
+    s = sub.add_parser("train", help="train a proposal network for inference compilation (--engine ic)")
+    s.add_argument("simulator")
+    s.add_argument("--data", help="dataset directory from `probexec prior` (omit to train online)")
+    s.add_argument("-o", "--output", required=True, help="network checkpoint file (NET.pt)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    s.add_argument("--epochs", type=int, default=None, help="passes over --data (default 1)")
+    s.add_argument("--traces", type=int, default=None, help="stop after this many training traces")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--cosine", action="store_true", help="decay the learning rate over the run")
+    s.add_argument("--valid", help="validation dataset directory")
+    s.add_argument("--resume", action="store_true", help="continue from the checkpoint at -o")
+    s.add_argument("--log", help="CSV training log (default: NET.csv)")
+    s.add_argument(
+        "--on-corrupt", choices=["stop", "skip"], default="stop", help="a damaged shard: stop or skip it"
+    )
+    s.add_argument("--workers", type=int, default=None, help="online: simulator processes")
+    s.add_argument("--hidden", type=int, default=None, help="LSTM width (default 128)")
+    s.add_argument("--obs-dim", type=int, default=None, help="observation embedding width (default 64)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser(
         "simulate", help="simulate events (latents, tags, observations) into an .npz for plotting"

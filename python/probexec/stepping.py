@@ -56,7 +56,9 @@ class TraceStepper:
     sample they leave without a value (and that is controlled) becomes `pending`. Uncontrolled
     samples are drawn by the simulator itself (v2) or by `fallback`."""
 
-    def __init__(self, model: RemoteModel, handlers: Sequence[Handler], fallback: Handler, builder: TraceBatchBuilder) -> None:
+    def __init__(
+        self, model: RemoteModel, handlers: Sequence[Handler], fallback: Handler, builder: TraceBatchBuilder
+    ) -> None:
         if model.peer_version < 2:
             raise ProtocolError(f"simulator {model.name!r} speaks PPX v1: batched stepping needs protocol v2")
         self.model = model
@@ -86,7 +88,9 @@ class TraceStepper:
         flags = FLAG_CONTROLLED | (FLAG_REPLACE if p.replace else 0)
         self.builder.add(p.address_id, p.instance, SAMPLE, flags, p.dist_type, p.params, value)
         self.pending = None
-        self._send(_core.encode_sample_scalar(value) if type(value) is float else _core.encode_sample_result(value))
+        self._send(
+            _core.encode_sample_scalar(value) if type(value) is float else _core.encode_sample_result(value)
+        )
 
     def collect(self) -> None:
         """Receives replies until the next pending draw or the end of the trace."""
@@ -136,10 +140,16 @@ class TraceStepper:
                 self.fallback.on_sample(draw)
             if draw.draw_locally:
                 return self._request(_DRAW_LOCALLY)
-            flags = (FLAG_CONTROLLED if control else 0) | (FLAG_REPLACE if replace else 0) | (FLAG_OBSERVED if draw.observed else 0)
+            flags = (
+                (FLAG_CONTROLLED if control else 0)
+                | (FLAG_REPLACE if replace else 0)
+                | (FLAG_OBSERVED if draw.observed else 0)
+            )
             b.add(aid, inst, SAMPLE, flags, dt, params, draw.value)
             v = draw.value
-            return self._request(_core.encode_sample_scalar(v) if type(v) is float else _core.encode_sample_result(v))
+            return self._request(
+                _core.encode_sample_scalar(v) if type(v) is float else _core.encode_sample_result(v)
+            )
         if kind == _OBSERVE:
             _, address, name, dt, params, value, aid, inst, local = reply
             aid, inst = m._site(b, local, False, address, name, dt, OBSERVE, aid, inst)

@@ -77,10 +77,14 @@ class ICDriver:
         obs = {}
         for spec in self.net.config.observations:
             if spec.name not in observations:
-                raise KeyError(f"the network conditions on observation {spec.name!r}; give it (got {sorted(observations)})")
+                raise KeyError(
+                    f"the network conditions on observation {spec.name!r}; give it (got {sorted(observations)})"
+                )
             v = np.asarray(observations[spec.name], dtype=np.float32)
             if v.size != int(np.prod(spec.shape)):
-                raise ValueError(f"observation {spec.name!r} has {v.size} values, the network expects shape {spec.shape}")
+                raise ValueError(
+                    f"observation {spec.name!r} has {v.size} values, the network expects shape {spec.shape}"
+                )
             obs[spec.name] = torch.from_numpy(v.reshape(1, *spec.shape)).to(self.device)
         with torch.no_grad():
             self.obs_embedding = self.net.embed_observations(obs)  # [1, O]: the same for every trace
@@ -130,7 +134,9 @@ class ICDriver:
                 ps = torch.cat([self.slots[step_rows[j]].prev[1] for j in js])  # type: ignore[index]
                 vs = torch.cat([self.slots[step_rows[j]].prev[2] for j in js])  # type: ignore[index]
                 prev[js] = net.previous_input(key, ps, vs)
-            cur = torch.stack([net.current_input(_site_key(self.slots[i].stepper.pending), 1)[0] for i in step_rows])  # type: ignore[arg-type]
+            cur = torch.stack(
+                [net.current_input(_site_key(self.slots[i].stepper.pending), 1)[0] for i in step_rows]
+            )  # type: ignore[arg-type]
             x = torch.cat([self.obs_embedding.expand(len(step_rows), -1), prev, cur], -1)
             out, (h, c) = net.step(x, (self.h[:, idx], self.c[:, idx]))
             self.h[:, idx], self.c[:, idx] = h, c
@@ -149,11 +155,24 @@ class ICDriver:
             h_in = torch.stack([outs[i] for i in rows])
             raw = head.raw(h_in)
             pend = [self.slots[i].stepper.pending for i in rows]
-            params = torch.from_numpy(
-                np.stack([flatten_params(p.dist_type, p.params, np.zeros(value_shape(p.dist_type, p.params))) for p in pend])  # type: ignore[union-attr]
-            ).float().to(dev)
+            params = (
+                torch.from_numpy(
+                    np.stack(
+                        [
+                            flatten_params(
+                                p.dist_type, p.params, np.zeros(value_shape(p.dist_type, p.params))
+                            )
+                            for p in pend
+                        ]
+                    )  # type: ignore[union-attr]
+                )
+                .float()
+                .to(dev)
+            )
             if params.shape[1] != head.param_size:
-                raise ValueError(f"address {key}: the network expects {head.param_size} prior parameters, the simulator sent {params.shape[1]}")
+                raise ValueError(
+                    f"address {key}: the network expects {head.param_size} prior parameters, the simulator sent {params.shape[1]}"
+                )
             values = head.sample(raw, params, self.gen)
             log_q = head.log_prob(raw, params, values).double().cpu().numpy()
             vals = values.double().cpu().numpy()
@@ -250,7 +269,14 @@ def ic_posterior(
 ) -> Posterior:
     t0 = time.perf_counter()
     driver = ICDriver(network, models, observe, seed=seed, device=device)
-    batch, q_minus_p = driver.run(num_traces, progress=progress)
+    threads = torch.get_num_threads()
+    if driver.device.type == "cpu":
+        # Small per-step matrices: one thread, and the other cores stay with the simulators.
+        torch.set_num_threads(1)
+    try:
+        batch, q_minus_p = driver.run(num_traces, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
     log_w = batch.log_likelihood() - q_minus_p
     failed = batch.failed if batch.errors else np.zeros(batch.num_traces, bool)
     bad = failed | ~np.isfinite(log_w)

@@ -7,7 +7,7 @@ every other engine uses, and is what a PPX v1 simulator or a Python model gets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -63,12 +63,15 @@ def sample_prior(
     mode: str = "auto",
     local: bool = False,
     progress: bool | None = None,
+    sink: Callable[[TraceBatch], Any] | None = None,
 ) -> TraceBatch:
     """`num_traces` traces with every value from the prior, from one model or a pool; with
     `observe`, each trace's log-likelihood is that of the given data. `mode` is "stream",
     "per_draw" or "auto" (streamed when the simulator can and nothing needs control). `local`:
     per-draw, but the simulator draws the values itself on request. Work is cut into chunks with
-    their own seeds, so the result does not depend on which worker ran which chunk."""
+    their own seeds, so the result does not depend on which worker ran which chunk. With `sink`,
+    each chunk goes to `sink` as it is made (on the worker's thread: a dataset writer) and
+    nothing is kept; an empty batch is returned."""
     if num_traces < 1:
         raise ValueError(f"the number of traces must be at least 1, got {num_traces}")
     if mode not in ("stream", "per_draw", "auto"):
@@ -85,7 +88,16 @@ def sample_prior(
     bar = tqdm(total=num_traces, desc=f"{target.name} ({mode})", unit="trace", disable=not progress)
     condition = Condition(observe)
 
-    def run(model: Model, i: int, n: int) -> TraceBatch:
+    def run(model: Model, i: int, n: int) -> TraceBatch | None:
+        chunk = make(model, i, n)
+        if mode == "stream" and condition.observations:
+            chunk.condition(condition.observations)
+        if sink is None:
+            return chunk
+        sink(chunk)
+        return None
+
+    def make(model: Model, i: int, n: int) -> TraceBatch:
         if mode == "stream":
             return model.stream(n, seed=int(seeds[i]))
         rng = np.random.default_rng(int(seeds[i]))
@@ -105,7 +117,6 @@ def sample_prior(
                 bar.update(n)
     finally:
         bar.close()
-    batch = TraceBatch.concat(batches)
-    if mode == "stream" and condition.observations:
-        batch.condition(condition.observations)
-    return batch
+    if sink is not None:
+        return TraceBatch.empty(target.addresses)
+    return TraceBatch.concat(batches)

@@ -17,6 +17,7 @@ inference steps many traces, each at its own address, as one batched cell step (
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,10 +86,23 @@ class ProposalLSTM(nn.Module):
         c = config
         if not c.observations:
             raise ValueError("a proposal network needs at least one observation to condition on")
+        # Observations a feed-forward network embeds (scalars, vectors) are concatenated and
+        # embedded together: an HMM's 16 scalar observations are one 16-vector, not 16 networks.
+        specs = [o.resolved() for o in c.observations]
+        self.ff_names = [o.name for o in specs if o.embedding == "ff"]
+        self.conv_names = [o.name for o in specs if o.embedding != "ff"]
+        self._specs = {o.name: o for o in specs}
         self.obs_embeddings = nn.ModuleDict(
-            {_module_key(o.name): ObservationEmbedding(o, c.obs_dim) for o in c.observations}
+            {_module_key(n): ObservationEmbedding(self._specs[n], c.obs_dim) for n in self.conv_names}
         )
-        self.obs_combine = nn.Sequential(nn.Linear(c.obs_dim * len(c.observations), c.obs_dim), nn.ReLU())
+        if self.ff_names:
+            size = sum(math.prod(self._specs[n].shape) for n in self.ff_names)
+            self.obs_embeddings["_feedforward"] = ObservationEmbedding(
+                ObservationSpec("_feedforward", (size,), "ff"), c.obs_dim
+            )
+        self.obs_combine = nn.Sequential(
+            nn.Linear(c.obs_dim * len(self.obs_embeddings), c.obs_dim), nn.ReLU()
+        )
         self.dist_embedding = nn.Embedding(NUM_DIST_TYPES, c.dist_dim)
         self.prev_size = c.value_dim + c.address_dim + c.dist_dim
         self.start = nn.Parameter(torch.zeros(self.prev_size))
@@ -152,12 +166,33 @@ class ProposalLSTM(nn.Module):
         return [p for p in self.parameters() if id(p) not in site_ids]
 
     # --- pieces --------------------------------------------------------------------------------
-    def embed_observations(self, observations: Mapping[str, Tensor]) -> Tensor:
-        parts = []
+    def _check(self, observations: Mapping[str, Tensor]) -> None:
         for spec in self.config.observations:
             if spec.name not in observations:
                 raise KeyError(f"the network needs observation {spec.name!r}; got {sorted(observations)}")
-            parts.append(self.obs_embeddings[_module_key(spec.name)](observations[spec.name]))
+
+    def feedforward_input(self, observations: Mapping[str, Tensor]) -> Tensor:
+        """The feed-forward observations, transformed and concatenated: [B, size]."""
+        parts = []
+        for n in self.ff_names:
+            x = observations[n]
+            x = x.reshape(len(x), -1)
+            parts.append(torch.sign(x) * torch.log1p(x.abs()) if self._specs[n].transform == "symlog" else x)
+        return torch.cat(parts, -1)
+
+    def fit_observations(self, observations: Mapping[str, Tensor]) -> None:
+        """Standardisation statistics of every observation embedding from a sample."""
+        self._check(observations)
+        for n in self.conv_names:
+            self.obs_embeddings[_module_key(n)].fit(observations[n])
+        if self.ff_names:
+            self.obs_embeddings["_feedforward"].fit(self.feedforward_input(observations))
+
+    def embed_observations(self, observations: Mapping[str, Tensor]) -> Tensor:
+        self._check(observations)
+        parts = [self.obs_embeddings[_module_key(n)](observations[n]) for n in self.conv_names]
+        if self.ff_names:
+            parts.append(self.obs_embeddings["_feedforward"](self.feedforward_input(observations)))
         return self.obs_combine(torch.cat(parts, -1))
 
     def current_input(self, key: str, n: int) -> Tensor:

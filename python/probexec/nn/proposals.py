@@ -270,7 +270,9 @@ class CountHead(ProposalHead):
         def cdf(x: Tensor) -> Tensor:
             return torch.special.ndtr((((x - mean) / spread).unsqueeze(-1) - mu) / s)
 
-        lo, hi = cdf(torch.full_like(k, -0.5)), cdf(top + 0.5)
+        lo = cdf(torch.full_like(k, -0.5))
+        # No upper end for a Poisson: 1 exactly (the CDF at +inf would give NaN gradients).
+        hi = cdf(top + 0.5) if self.dist_type == BINOMIAL else torch.ones_like(lo)
         mass = (cdf(k + 0.5) - cdf(k - 0.5)).clamp_min(0) / (hi - lo).clamp_min(1e-300)
         q = (F.softmax(logits, -1) * mass).sum(-1)
         w = self.prior_weight
@@ -288,7 +290,11 @@ class CountHead(ProposalHead):
         # Inverse-CDF sampling of the component truncated to [-0.5, top + 0.5], then rounding:
         # exactly the discretised, truncated component that `_log_mass` scores.
         a = torch.special.ndtr(((-0.5 - mean) / spread - m) / s)
-        b = torch.special.ndtr(((top + 0.5 - mean) / spread - m) / s)
+        b = (
+            torch.special.ndtr(((top + 0.5 - mean) / spread - m) / s)
+            if self.dist_type == BINOMIAL
+            else torch.ones_like(a)
+        )
         u = a + (b - a) * torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype)
         y = m + s * torch.special.ndtri(u.clamp(1e-300, 1 - 1e-16))
         counts = torch.round(mean + spread * y).clamp_min(0)

@@ -63,6 +63,9 @@ class TrainOptions:
     log_every: int = 20  # steps
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    # CPU threads for torch. Default: half the cores, because the batch-making thread and (online)
+    # the simulators need the rest; OpenMP threads that spin against busy cores run many times slower.
+    threads: int | None = None
 
 
 @dataclass
@@ -183,23 +186,19 @@ def build_network(
     net = ProposalLSTM(NetworkConfig(simulator, observation_specs(simulator, sample, obs_over), **config))
     rng = np.random.default_rng(0)
     with torch.no_grad():
-        for spec in net.config.observations:
-            parts = [
-                torch.from_numpy(g.observations[spec.name].rows(0, min(len(g), 256)).draw(rng))
-                for g in sample
-                if spec.name in g.observations
-            ]
-            if parts:
-                net.obs_embeddings[_key(spec.name)].fit(torch.cat(parts)[:2048].float())
+        # Only groups that have every observation (a trace type may lack one).
+        full = [g for g in sample if all(s.name in g.observations for s in net.config.observations)]
+        obs = {
+            s.name: torch.cat(
+                [torch.from_numpy(g.observations[s.name].rows(0, min(len(g), 256)).draw(rng)) for g in full]
+            )[:2048].float()
+            for s in net.config.observations
+        }
+        if full:
+            net.fit_observations(obs)
     net.ensure_sites([g.layout for g in sample])
     net.ensure_sites(layouts)
     return net
-
-
-def _key(name: str) -> str:
-    from probexec.nn.network import _module_key
-
-    return _module_key(name)
 
 
 def _distributed() -> tuple[int, int]:
@@ -248,6 +247,44 @@ def train(
     rank, world = _distributed()
     device = torch.device(opt.device)
     torch.manual_seed(opt.seed)
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(opt.threads or max(1, (os.cpu_count() or 2) // 2))
+    try:
+        return _train(
+            simulator,
+            dataset,
+            pool,
+            output,
+            opt,
+            valid,
+            network,
+            resume,
+            log_path,
+            on_step,
+            rank,
+            world,
+            device,
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    simulator: str,
+    dataset: TraceDataset | None,
+    pool: Any,
+    output: str | Path | None,
+    opt: TrainOptions,
+    valid: TraceDataset | None,
+    network: ProposalLSTM | None,
+    resume: bool,
+    log_path: str | Path | None,
+    on_step: Callable[[int, float], None] | None,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> TrainResult:
     out = Path(output) if output is not None else None
 
     def source(epoch: int) -> Iterator[TypeGroup]:

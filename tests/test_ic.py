@@ -1,0 +1,412 @@
+"""Inference compilation end to end: datasets, training, checkpoints, distributed gradients and
+IC posteriors against the exact ones (tolerances: 4 standard errors from the ESS)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_close
+from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
+from probexec.inference.ic import ic_posterior
+from probexec.nn import NetworkMismatchError, TrainingError, TrainOptions, load_checkpoint, train
+from probexec.nn.checkpoint import make_optimizer
+from probexec.nn.proposals import BINOMIAL, POISSON, make_head
+from probexec.nn.training import build_network, prepare
+from probexec.remote import RemoteModel
+from probexec.simulators import get_simulator
+from test_posterior import GUM_MEAN, GUM_STD, branching_exact, check_discrete, hmm_exact_marginals
+
+HERE = Path(__file__).parent
+BIN = Path(sys.executable).parent
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "probexec", *args], capture_output=True, text=True, timeout=900, env=env
+    )
+
+
+def make_dataset(path: Path, sim: str, n: int, chunk: int = 10_000, seed: int = 0) -> TraceDataset:
+    with RemoteModel(sim) as m:
+        w = DatasetWriter(path, sim)
+        for i in range(0, n, chunk):
+            w.write(m.stream(min(chunk, n - i), seed=seed + i))
+    return TraceDataset(path)
+
+
+def ic(net, sim: str, n: int, in_flight: int = 16, seed: int = 1):
+    models = [RemoteModel(sim) for _ in range(in_flight)]
+    try:
+        return ic_posterior(net, models, n, get_simulator(sim).default_observations, seed=seed)
+    finally:
+        for m in models:
+            m.close()
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+def test_dataset_shards_from_parallel_writers_checksums_and_corruption(tmp_path):
+    d = tmp_path / "data"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "probexec",
+                "prior",
+                "branching",
+                "-n",
+                "3000",
+                "-o",
+                str(d),
+                "--workers",
+                "1",
+                "--seed",
+                str(s),
+                "--json",
+                "--quiet",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in (1, 2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        info = json.loads(out)
+        assert info["bytes_per_trace"] > 0 and info["write_traces_per_s"] > 0
+    ds = TraceDataset(d)
+    assert ds.num_traces == 6000 and len(ds.shards) >= 2
+    types = ds.trace_types()
+    # branching: r > 4 skips the draw of s, so exactly two types (1 and 2 controlled draws).
+    assert sorted(len(t.layout) for t in types.values()) == [1, 2]
+    p_long = sum(math.exp(-4) * 4**k / math.factorial(k) for k in range(5))
+    n_long = next(t.count for t in types.values() if len(t.layout) == 2)
+    assert_close(n_long / 6000, p_long, math.sqrt(p_long * (1 - p_long) / 6000), "P(r <= 4)")
+    # Minibatches are dense and of one type.
+    for b in minibatches(ds.iter_groups(), 100, rng=np.random.default_rng(0)):
+        assert b.values.shape == (len(b), len(b.layout))
+    # A damaged shard: named when stopping, skipped with a warning when asked.
+    victim = ds.shards[0].path
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=victim.name):
+        list(TraceDataset(d).iter_groups())
+    skip = TraceDataset(d, on_corrupt="skip")
+    with pytest.warns(UserWarning, match=victim.name):
+        n = sum(len(g) for g in skip.iter_groups())
+    assert n == 6000 - ds.shards[0].num_traces and len(skip.skipped) == 1
+
+
+def test_calorimeter_observations_are_stored_sparse_and_redrawn(tmp_path):
+    ds = make_dataset(tmp_path / "tau", "tau_decay", 40)
+    assert ds.num_bytes / ds.num_traces < 30_000  # a dense float32 image alone is 98 000 bytes
+    groups = list(ds.iter_groups())
+    ob = groups[0].observations["calorimeter"]
+    img = ob.draw(np.random.default_rng(0))
+    assert img.shape == (len(groups[0]), 20, 35, 35)
+    # The redrawn image is Normal(mean, stddev) voxel by voxel.
+    z = (img.reshape(len(img), -1) - ob.loc.dense()) / ob.scale.dense()
+    assert abs(z.mean()) < 4 / math.sqrt(z.size) and abs(z.std() - 1) < 4 / math.sqrt(2 * z.size)
+
+
+def test_count_heads_are_normalised_discrete_and_sample_what_they_score():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    for dt, params in ((POISSON, torch.tensor([[4.0]])), (BINOMIAL, torch.tensor([[10.0, 0.3]]))):
+        head = make_head(dt, 8, 1, params.shape[1])
+        raw = head.raw(torch.randn(1, 8)).detach()
+        ks = torch.arange(0, 60, dtype=torch.float32)[:, None]
+        p = torch.exp(head.log_prob(raw.expand(60, -1), params.expand(60, -1), ks)).double()
+        assert abs(float(p.sum()) - 1) < 1e-4  # float32 log-probabilities
+        n = 20000
+        s = head.sample(raw.expand(n, -1), params.expand(n, -1), gen)
+        assert torch.all(s == s.round()) and torch.all(s >= 0)
+        freq = torch.bincount(s[:, 0].long(), minlength=60)[:60].double() / n
+        for k in range(60):
+            if p[k] > 0.01:
+                assert_close(
+                    float(freq[k]),
+                    float(p[k]),
+                    math.sqrt(float(p[k]) * (1 - float(p[k])) / n),
+                    f"type {dt} q({k})",
+                )
+
+
+# --- training and checkpoints -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gum_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gum") / "data"
+    return make_dataset(d, "gum", 50_000)
+
+
+@pytest.mark.slow
+def test_gum_cli_train_then_ic_matches_exact_posterior(gum_data, tmp_path):
+    net = tmp_path / "gum.pt"
+    r = cli(
+        "train",
+        "gum",
+        "--data",
+        str(gum_data.path),
+        "-o",
+        str(net),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "128",
+        "--lr",
+        "3e-3",
+        "--cosine",
+        "--json",
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["traces"] == 300_000 and math.isfinite(info["loss"])
+    log = (tmp_path / "gum.csv").read_text().splitlines()
+    assert log[0].startswith("step,epoch,traces,loss,valid_loss,lr,traces_per_s")
+    torch.load(net, weights_only=True)  # loads on current torch with weights_only
+    r = cli(
+        "posterior",
+        "gum",
+        "--engine",
+        "ic",
+        "--network",
+        str(net),
+        "-n",
+        "2000",
+        "--seed",
+        "3",
+        "-o",
+        str(tmp_path / "post"),
+        "--json",
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    ess = s["ess"]
+    assert ess / s["num_traces"] >= 0.5, s
+    assert s["prior_fallbacks"] == 0
+    mu = s["latents"]["mu"]
+    assert_close(mu["mean"], GUM_MEAN, GUM_STD / math.sqrt(ess), "IC mu mean")
+    assert_close(mu["std"], GUM_STD, GUM_STD / math.sqrt(2 * ess), "IC mu std")
+
+
+@pytest.mark.slow
+def test_marsaglia_rejection_loop_shares_one_proposal(tmp_path):
+    ds = make_dataset(tmp_path / "m", "gum_marsaglia", 30_000)
+    # The loop's accepted pair only: one type of two draws, whatever the number of iterations.
+    assert [len(t.layout) for t in ds.trace_types().values()] == [2]
+    res = train(
+        "gum_marsaglia",
+        dataset=ds,
+        options=TrainOptions(epochs=6, batch_size=128, lr=3e-3, cosine=True, progress=False),
+    )
+    post = ic(res.network, "gum_marsaglia", 1500)
+    ess = post.ess
+    assert ess / post.num_traces >= 0.15, post.stats
+    e = post["mu"]
+    assert_close(e.mean, GUM_MEAN, GUM_STD / math.sqrt(ess), "IC Marsaglia mu mean")
+
+
+@pytest.mark.slow
+def test_branching_poisson_proposals_match_enumeration(tmp_path):
+    ds = make_dataset(tmp_path / "b", "branching", 30_000)
+    res = train(
+        "branching",
+        dataset=ds,
+        options=TrainOptions(epochs=6, batch_size=128, lr=3e-3, cosine=True, progress=False),
+    )
+    post = ic(res.network, "branching", 2000)
+    assert post.ess / post.num_traces >= 0.3, post.stats
+    check_discrete(post, "r", branching_exact(), post.ess)
+
+
+@pytest.mark.slow
+def test_hmm_marginals(tmp_path):
+    ds = make_dataset(tmp_path / "h", "hmm", 20_000)
+    res = train(
+        "hmm",
+        dataset=ds,
+        options=TrainOptions(epochs=4, batch_size=128, lr=1e-2, cosine=True, progress=False),
+    )
+    post = ic(res.network, "hmm", 1000)
+    assert post.ess / post.num_traces >= 0.1, post.stats
+    exact = hmm_exact_marginals()
+    for t in (1, 8, 16):
+        check_discrete(post, f"state_{t}", exact[t], post.ess)
+
+
+def test_resume_continues_exactly_where_training_stopped(gum_data, tmp_path):
+    opts = dict(batch_size=256, lr=3e-3, seed=5, progress=False, threads=1)
+    full = train("gum", dataset=gum_data, output=tmp_path / "full.pt", options=TrainOptions(epochs=2, **opts))
+    train("gum", dataset=gum_data, output=tmp_path / "half.pt", options=TrainOptions(epochs=1, **opts))
+    resumed = train(
+        "gum",
+        dataset=gum_data,
+        output=tmp_path / "half.pt",
+        options=TrainOptions(epochs=2, **opts),
+        resume=True,
+    )
+    assert resumed.steps == full.steps
+    a, b = full.network.state_dict(), resumed.network.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    _, blob = load_checkpoint(tmp_path / "half.pt", simulator="gum", observations={"obs": (2,)})
+    assert blob["train_state"]["epoch"] == 2 and blob["optimizer"]["state"]
+
+
+def test_new_addresses_keep_the_optimizer_state_of_old_ones(tmp_path):
+    ds = make_dataset(tmp_path / "b", "branching", 3000)
+    groups = list(minibatches(ds.iter_groups(), 64, rng=np.random.default_rng(0)))
+    short = [g for g in groups if len(g.layout) == 1]
+    long = [g for g in groups if len(g.layout) == 2]
+    net = build_network("branching", short[:2])
+    assert len(net.sites) == 1
+    opt = make_optimizer(net, 1e-3)
+    for g in short[:3]:
+        b = prepare(g, np.random.default_rng(0))
+        opt.zero_grad()
+        net.loss(g.layout, b.values, b.params, b.observations).backward()
+        opt.step()
+    before = {id(p): opt.state[p]["exp_avg"].clone() for p in net.parameters() if "exp_avg" in opt.state[p]}
+    assert len(before) > 10
+    assert net.ensure_sites([long[0].layout], opt) == 1
+    assert len(opt.param_groups) == 3  # shared, r, and the new s
+    for p in net.parameters():
+        if id(p) in before:
+            torch.testing.assert_close(opt.state[p]["exp_avg"], before[id(p)])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(gum_data, tmp_path):
+    out = tmp_path / "net.pt"
+
+    def poison(step: int, loss: float) -> None:
+        if step == 3:
+            with torch.no_grad():
+                next(res_net[0].parameters()).fill_(float("nan"))
+
+    res_net: list = []
+    from probexec.nn import training
+
+    original = training.build_network
+
+    def capture(*a, **k):
+        n = original(*a, **k)
+        res_net.append(n)
+        return n
+
+    training.build_network = capture
+    try:
+        with pytest.raises(TrainingError, match=r"loss is nan.*last good checkpoint"):
+            train(
+                "gum",
+                dataset=gum_data,
+                output=out,
+                on_step=poison,
+                options=TrainOptions(epochs=1, batch_size=64, checkpoint_every=2, progress=False),
+            )
+    finally:
+        training.build_network = original
+    net, _ = load_checkpoint(out)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_network_for_another_simulator_or_shape_is_refused(gum_data, tmp_path):
+    out = tmp_path / "net.pt"
+    train(
+        "gum", dataset=gum_data, output=out, options=TrainOptions(traces=1000, batch_size=100, progress=False)
+    )
+    with pytest.raises(NetworkMismatchError, match="trained for simulator 'gum', not 'branching'"):
+        load_checkpoint(out, simulator="branching")
+    with pytest.raises(NetworkMismatchError, match=r"observation 'obs' of shape \(2,\), not \(3,\)"):
+        load_checkpoint(out, simulator="gum", observations={"obs": (3,)})
+    r = cli(
+        "posterior",
+        "branching",
+        "--engine",
+        "ic",
+        "--network",
+        str(out),
+        "-n",
+        "10",
+        "-o",
+        str(tmp_path / "p"),
+    )
+    assert r.returncode == 1 and "trained for simulator 'gum'" in r.stderr
+    (tmp_path / "junk.pt").write_bytes(b"not a network")
+    with pytest.raises(NetworkMismatchError, match=r"junk\.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
+def test_two_process_torchrun_gradients_equal_single_process_mean(gum_data, tmp_path):
+    import ddp_worker
+
+    out = tmp_path / "grads.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    r = subprocess.run(
+        [
+            str(BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(HERE / "ddp_worker.py"),
+            str(gum_data.path),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    if r.returncode != 0 and "master_port" in r.stderr:
+        r = subprocess.run(
+            [
+                str(BIN / "torchrun"),
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                str(HERE / "ddp_worker.py"),
+                str(gum_data.path),
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+    assert r.returncode == 0, r.stderr[-3000:]
+    dist_grads = torch.load(out, weights_only=True)
+    net = ddp_worker.network(gum_data)
+    losses = []
+    for rank in (0, 1):
+        g = ddp_worker.first_batches(gum_data, rank, 2)
+        b = prepare(g, np.random.default_rng(rank))
+        losses.append(net.loss(g.layout, b.values, b.params, b.observations))
+    (sum(losses) / 2).backward()
+    for name, p in net.named_parameters():
+        want = p.grad if p.grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(dist_grads[name], want, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_ic_cli_needs_a_network(tmp_path):
+    r = cli("posterior", "gum", "--engine", "ic", "-n", "10", "-o", str(tmp_path / "p"))
+    assert r.returncode == 1 and "--network" in r.stderr
+    assert shutil.which(sys.executable)
