@@ -509,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_simulate)
 
+    from probexec.analytics.cli import add_parser as add_analytics_parser
+
+    add_analytics_parser(sub)
+
     s = sub.add_parser("demo", help="a short end-to-end run: tau decay inference (default) or the GUM model")
     s.add_argument("--model", choices=["tau_decay", "gum"], default="tau_decay")
     s.add_argument("--traces", type=int, default=3000, help="tau_decay: importance sampling traces")
