@@ -282,21 +282,18 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make system-deps installs it)")
-def test_report_renders_in_a_headless_browser(cli_report, tmp_path):
-    """The page loads in chromium with no script or resource error and every figure decodes."""
-    out, _ = cli_report
+def _render(page: Path, profile: Path) -> dict[str, str]:
+    """Loads `page` in headless chromium; returns the data-* attributes its script set on <body>."""
     r = subprocess.run(
         [
             _chromium(),  # type: ignore[list-item]
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--user-data-dir={profile}",
             "--virtual-time-budget=10000",
             "--dump-dom",
-            (out / "index.html").resolve().as_uri(),
+            page.resolve().as_uri(),
         ],
         capture_output=True,
         text=True,
@@ -305,7 +302,28 @@ def test_report_renders_in_a_headless_browser(cli_report, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", r.stdout)
     assert body, r.stdout[:500]
-    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make system-deps installs it)")
+def test_report_renders_in_a_headless_browser(cli_report, tmp_path):
+    """The page loads in chromium with no script or resource error and every figure decodes."""
+    out, _ = cli_report
+    attrs = _render(out / "index.html", tmp_path / "profile")
     assert attrs.get("status") == "ok", attrs
     assert attrs["errors"] == "0" and attrs["broken-images"] == "0", attrs
     assert int(attrs["images"]) >= 8
+
+
+TAU_PAGE = Path(__file__).resolve().parents[1] / "docs" / "analytics" / "tau" / "index.html"
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make system-deps installs it)")
+def test_tau_report_in_docs_renders(tmp_path):
+    """The checked-in tau decay report (docs/analytics/make_tau_report.py) renders without errors."""
+    assert TAU_PAGE.is_file(), "docs/analytics/tau/index.html is missing"
+    attrs = _render(TAU_PAGE, tmp_path / "profile")
+    assert attrs.get("status") == "ok", attrs
+    assert attrs["errors"] == "0" and attrs["broken-images"] == "0", attrs
+    assert int(attrs["images"]) >= 10

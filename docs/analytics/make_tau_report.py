@@ -92,7 +92,7 @@ def main() -> None:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     report = work / "report"
-    for name in ["summary.json", "csv/inputs.csv", "csv/addresses_prior.csv", "csv/trace_types_prior.csv",
+    for name in ["index.html", "summary.json", "csv/inputs.csv", "csv/addresses_prior.csv", "csv/trace_types_prior.csv",
                  "csv/trace_lengths_prior.csv", "csv/informative_rmh.csv", "csv/informative_is.csv",
                  "csv/mcmc_rmh.csv", "csv/weights_is.csv", "figures/lengths_prior.png",
                  "graphs/graph_prior_all.svg", "graphs/graph_prior_all.dot"]:  # fmt: skip

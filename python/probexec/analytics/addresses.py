@@ -36,6 +36,8 @@ from probexec.trace import (
 DISCRETE_TYPES = frozenset({3, 4, 5, 10})  # Categorical, Poisson, Bernoulli, Binomial
 #: Distinct values kept per discrete address (more are counted as "other").
 MAX_CATEGORIES = 64
+#: Up to this many distinct values, the table lists each value's frequency.
+SHOWN_CATEGORIES = 12
 
 
 @dataclass
@@ -319,12 +321,12 @@ class AddressStats:
         n = max(self.num_traces, 1)
         for s in self.summaries():
             cats = ""
-            if s.categories:
-                total = sum(s.categories.values()) + s.other_categories
-                top = sorted(s.categories.items(), key=lambda kv: -kv[1])[:10]
-                cats = ", ".join(f"{_fmt_value(v)}: {k / total:.3g}" for v, k in sorted(top))
-                if len(s.categories) > 10 or s.other_categories:
-                    cats += ", …"
+            if len(s.categories) > SHOWN_CATEGORIES or s.other_categories:
+                more = "+" if s.other_categories else ""
+                cats = f"{len(s.categories)}{more} distinct values"  # a count: min/mean/max say more
+            elif s.categories:
+                total = sum(s.categories.values())
+                cats = ", ".join(f"{_fmt_value(v)}: {k / total:.3g}" for v, k in sorted(s.categories.items()))
             row: dict[str, Any] = {
                 "id": f"{s.id:016x}",
                 "name": s.name,

@@ -247,7 +247,7 @@ def _structure_section(
         "call in the C++ source (innermost frame), stack the whole call stack.",
         note=True,
     )
-    cols = [c for c in address_rows[0] if c not in ("stack", "id")] if address_rows else None
+    cols = [c for c in address_rows[0] if c not in ("stack", "id", "name")] if address_rows else None
     page.raw(H.table(_display(address_rows), cols, limit=opt.address_rows))
 
     H.write_csv(types_rows, out / "csv" / f"trace_types_{slug}.csv")
