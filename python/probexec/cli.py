@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -336,23 +337,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
-    if dataset is None:
-        if args.traces is None:
-            raise ValueError("online training (no --data) needs --traces")
-        with remote_pool(info.name, workers=args.workers) as pool:
-            result = train(
-                info.name,
-                pool=pool,
-                output=out,
-                options=options,
-                valid=valid,
-                resume=args.resume,
-                log_path=log,
-            )
-    else:
+    if dataset is None and args.traces is None:
+        raise ValueError("online training (no --data) needs --traces")
+    # Online training draws from a simulator pool; offline needs none.
+    pools = remote_pool(info.name, workers=args.workers) if dataset is None else contextlib.nullcontext()
+    with pools as pool:
         result = train(
             info.name,
             dataset=dataset,
+            pool=pool,
             output=out,
             options=options,
             valid=valid,

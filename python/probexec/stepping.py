@@ -19,8 +19,19 @@ import numpy as np
 from probexec import _core
 from probexec.errors import ProtocolError, SimulatorError
 from probexec.handlers import Draw, Handler, apply
-from probexec.protocol.messages import MessageType, RunMode
-from probexec.remote import RemoteModel
+from probexec.protocol.messages import RunMode
+from probexec.remote import (  # the message constants the blocking driver uses
+    _DRAW_LOCALLY,
+    _EMPTY,
+    _ERROR,
+    _OBSERVE,
+    _OBSERVE_RESULT,
+    _RUN_RESULT,
+    _SAMPLE,
+    _TAG,
+    _TAG_RESULT,
+    RemoteModel,
+)
 from probexec.trace import (
     FLAG_CONTROLLED,
     FLAG_OBSERVED,
@@ -30,13 +41,6 @@ from probexec.trace import (
     TAG,
     TraceBatchBuilder,
 )
-
-_SAMPLE, _OBSERVE, _TAG = int(MessageType.SAMPLE), int(MessageType.OBSERVE), int(MessageType.TAG)
-_RUN_RESULT, _ERROR = int(MessageType.RUN_RESULT), int(MessageType.ERROR)
-_OBSERVE_RESULT = _core.encode_empty(int(MessageType.OBSERVE_RESULT))
-_TAG_RESULT = _core.encode_empty(int(MessageType.TAG_RESULT))
-_DRAW_LOCALLY = _core.encode_sample_result(np.zeros(0), True)
-_EMPTY = np.zeros(0)
 
 
 @dataclass(slots=True)

@@ -345,6 +345,33 @@ class TraceBatch:
             count=self.count[rows] if self.count is not None else None,
         )
 
+    def without_values(self, rows: np.ndarray) -> TraceBatch:
+        """The batch with the values and parameters of `rows` (a boolean row mask) left out and
+        those rows marked value-omitted: how calorimeter images (0.6 MB a trace) are kept out of
+        files that store them elsewhere or not at all."""
+        if not rows.any():
+            return self
+        vsz, psz = np.diff(self.value_offsets), np.diff(self.param_offsets)
+        return TraceBatch(
+            self.address_id,
+            self.instance,
+            self.kind,
+            np.where(rows, self.flags | FLAG_VALUE_OMITTED, self.flags).astype(np.uint8),
+            self.dist_type,
+            np.concatenate([[0], np.cumsum(np.where(rows, 0, psz))]).astype(np.int64),
+            self.params[np.repeat(~rows, psz)],
+            np.concatenate([[0], np.cumsum(np.where(rows, 0, vsz))]).astype(np.int64),
+            self.values[np.repeat(~rows, vsz)],
+            self.shape_offsets,
+            self.shapes,
+            self.trace_offsets,
+            self.results,
+            self.wall_time,
+            self.errors,
+            self.addresses,
+            count=self.count,
+        )
+
     # --- files -------------------------------------------------------------------------------
     _ARRAYS = (
         "address_id",

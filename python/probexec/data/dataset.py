@@ -51,7 +51,7 @@ from probexec.data.layout import (
 )
 from probexec.data.sparse import SparseRows
 from probexec.errors import ProbexecError
-from probexec.trace import FLAG_VALUE_OMITTED, AddressRecord, AddressTable, TraceBatch
+from probexec.trace import AddressRecord, AddressTable, TraceBatch
 
 FORMAT = "probexec-dataset"
 VERSION = 1
@@ -96,44 +96,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def _strip_big_rows(batch: TraceBatch) -> TraceBatch:
-    """The batch without the values and parameters of big rows (images): those live in the
-    observation blocks."""
-    vsz = np.diff(batch.value_offsets)
-    big = vsz >= RESAMPLE_MIN_SIZE
-    if not big.any():
-        return batch
-    keep_v = np.repeat(~big, vsz)
-    keep_p = np.repeat(~big, np.diff(batch.param_offsets))
-    vo = np.concatenate([[0], np.cumsum(np.where(big, 0, vsz))]).astype(np.int64)
-    po = np.concatenate([[0], np.cumsum(np.where(big, 0, np.diff(batch.param_offsets)))]).astype(np.int64)
-    return TraceBatch(
-        batch.address_id,
-        batch.instance,
-        batch.kind,
-        np.where(big, batch.flags | FLAG_VALUE_OMITTED, batch.flags).astype(np.uint8),
-        batch.dist_type,
-        po,
-        batch.params[keep_p],
-        vo,
-        batch.values[keep_v],
-        batch.shape_offsets,
-        batch.shapes,
-        batch.trace_offsets,
-        batch.results,
-        batch.wall_time,
-        batch.errors,
-        batch.addresses,
-        count=batch.count,
-    )
-
-
 def encode_shard(batch: TraceBatch) -> tuple[bytes, list[tuple[TypeLayout, int]], dict[str, Any]]:
     """The shard file's bytes, its groups, and what its observations are (name -> shape, storage)."""
     groups, perm, _starts = split_by_type(batch)
     failed = np.setdiff1d(np.arange(batch.num_traces), perm)
     ordered = batch.select(np.concatenate([perm, failed]).astype(np.int64)) if batch.num_traces else batch
-    arrays: dict[str, np.ndarray] = {f"trace/{k}": v for k, v in _strip_big_rows(ordered).to_arrays().items()}
+    arrays: dict[str, np.ndarray] = {
+        f"trace/{k}": v
+        for k, v in ordered.without_values(np.diff(ordered.value_offsets) >= RESAMPLE_MIN_SIZE)
+        .to_arrays()
+        .items()
+    }
     meta: list[dict[str, Any]] = []
     observations: dict[str, Any] = {}
     for k, g in enumerate(groups):

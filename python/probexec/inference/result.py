@@ -10,37 +10,13 @@ from typing import Any
 import numpy as np
 
 from probexec.empirical import Empirical
-from probexec.trace import FLAG_VALUE_OMITTED, OBSERVE, TraceBatch
+from probexec.trace import OBSERVE, TraceBatch
 
 BIG_OBSERVATION = 1024
 
 
 def _without_big_observations(batch: TraceBatch) -> TraceBatch:
-    """The batch with the values and parameters of big observation rows left out."""
-    vsz = np.diff(batch.value_offsets)
-    psz = np.diff(batch.param_offsets)
-    big = (batch.kind == OBSERVE) & (vsz >= BIG_OBSERVATION)
-    if not big.any():
-        return batch
-    return TraceBatch(
-        batch.address_id,
-        batch.instance,
-        batch.kind,
-        np.where(big, batch.flags | FLAG_VALUE_OMITTED, batch.flags).astype(np.uint8),
-        batch.dist_type,
-        np.concatenate([[0], np.cumsum(np.where(big, 0, psz))]).astype(np.int64),
-        batch.params[np.repeat(~big, psz)],
-        np.concatenate([[0], np.cumsum(np.where(big, 0, vsz))]).astype(np.int64),
-        batch.values[np.repeat(~big, vsz)],
-        batch.shape_offsets,
-        batch.shapes,
-        batch.trace_offsets,
-        batch.results,
-        batch.wall_time,
-        batch.errors,
-        batch.addresses,
-        count=batch.count,
-    )
+    return batch.without_values((batch.kind == OBSERVE) & (np.diff(batch.value_offsets) >= BIG_OBSERVATION))
 
 
 @dataclass

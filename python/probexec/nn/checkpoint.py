@@ -133,11 +133,8 @@ def load_checkpoint(
             if name not in observations:
                 raise NetworkMismatchError(f"{path} needs observation {name!r}, which was not given")
             got = tuple(int(s) for s in observations[name])
-            if (
-                got != shape
-                and not (shape == () and got in ((1,), ()))
-                and int(torch.tensor(got).prod()) != int(torch.tensor(shape).prod())
-            ):
+            # Same number of values is enough (a scalar may arrive as shape (1,)).
+            if math.prod(got) != math.prod(shape):
                 raise NetworkMismatchError(
                     f"{path} was trained on observation {name!r} of shape {shape}, not {got}"
                 )
