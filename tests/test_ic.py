@@ -147,6 +147,27 @@ def test_count_heads_are_normalised_discrete_and_sample_what_they_score():
                 )
 
 
+def test_count_heads_stay_finite_when_a_component_is_far_from_the_support():
+    """A component far below 0 or far above the prior once gave 0/0 (NaN) gradients mid-training."""
+    for dt, params in ((POISSON, torch.tensor([[4.0]])), (BINOMIAL, torch.tensor([[10.0, 0.3]]))):
+        head = make_head(dt, 8, 1, params.shape[1])
+        # Component means (in prior-standardised units) far off, and just off, the support's lower
+        # end: there the support's probability is ~1e-200, and its square underflowed.
+        means = torch.tensor([-200.0, -60.0, 60.0, 200.0, -2.38, -2.42, -2.55, -2.7])
+        n = len(means)
+        raw = torch.zeros(n, head.value_size * head.outputs_per_value)
+        r = raw.reshape(n, 1, 3, head.components)
+        r[:, :, 1] = means[:, None, None]
+        r[:, :, 2] = -5.0  # narrow
+        raw.requires_grad_(True)
+        k = torch.tensor([[0.0], [3.0], [9.0], [10.0], [0.0], [1.0], [0.0], [2.0]])
+        lp = head.log_prob(raw, params.expand(n, -1), k)
+        lp.sum().backward()
+        assert torch.isfinite(lp).all() and torch.isfinite(raw.grad).all()
+        s = head.sample(raw.detach(), params.expand(n, -1), torch.Generator().manual_seed(0))
+        assert torch.isfinite(s).all() and (s >= 0).all()
+
+
 # --- training and checkpoints -----------------------------------------------------------------------
 
 

@@ -31,6 +31,14 @@ def _split(params: Tensor, k: int) -> list[Tensor]:
     return [params[:, j * size : (j + 1) * size] for j in range(k)]
 
 
+def _log_normal_interval(a: Tensor, b: Tensor) -> Tensor:
+    """log(Φ(b) − Φ(a)) for a < b, accurate in both tails (an interval right of 0 is mirrored)."""
+    flip = a > 0
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    l_lo, l_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)
+    return l_hi + torch.log(-torch.expm1((l_lo - l_hi).clamp(max=-1e-200)))
+
+
 def _mog_log_prob(z: Tensor, logits: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
     """Mixture of normals, per element: z [B,S], components [B,S,K] -> [B,S]."""
     d = (z.unsqueeze(-1) - means) * torch.exp(-log_scales)
@@ -241,11 +249,13 @@ class CountHead(ProposalHead):
         self.dist_type = dist_type
 
     def _frame(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Prior mean, spread and upper end of the support (inf for Poisson), float64."""
+        """Prior mean, spread and the upper end of the proposal's range, float64. For a Poisson
+        the range ends 40 spreads above the mean: finite, so every CDF and gradient stays finite
+        (the prior share of the mixture still reaches any count)."""
         p = params.double()
         if self.dist_type == POISSON:
-            rate = p
-            return rate, rate.sqrt().clamp_min(0.5), torch.full_like(rate, math.inf)
+            spread = p.sqrt().clamp_min(0.5)
+            return p, spread, torch.ceil(p + 40 * spread + 40)
         n, prob = _split(p, 2)
         mean = n * prob
         return mean, (mean * (1 - prob)).sqrt().clamp_min(0.5), n
@@ -262,21 +272,22 @@ class CountHead(ProposalHead):
         return r[:, :, 0], r[:, :, 1], r[:, :, 2].clamp(-5.0, 3.0)
 
     def _log_mass(self, raw: Tensor, params: Tensor, k: Tensor) -> Tensor:
-        """log q(k) per element, float64."""
+        """log q(k) per element, float64, computed in log space throughout: a component far
+        from the support has probabilities below 1e-300, whose ratios must not become 0/0."""
         mean, spread, top = self._frame(params)
         logits, mu, log_s = self._parts(raw)
         s = torch.exp(log_s)
 
-        def cdf(x: Tensor) -> Tensor:
-            return torch.special.ndtr((((x - mean) / spread).unsqueeze(-1) - mu) / s)
+        def z(x: Tensor) -> Tensor:
+            return (((x - mean) / spread).unsqueeze(-1) - mu) / s
 
-        lo = cdf(torch.full_like(k, -0.5))
-        # No upper end for a Poisson: 1 exactly (the CDF at +inf would give NaN gradients).
-        hi = cdf(top + 0.5) if self.dist_type == BINOMIAL else torch.ones_like(lo)
-        mass = (cdf(k + 0.5) - cdf(k - 0.5)).clamp_min(0) / (hi - lo).clamp_min(1e-300)
-        q = (F.softmax(logits, -1) * mass).sum(-1)
+        log_comp = _log_normal_interval(z(k - 0.5), z(k + 0.5)) - _log_normal_interval(
+            z(torch.full_like(k, -0.5)), z(top + 0.5)
+        )
+        log_q = torch.logsumexp(F.log_softmax(logits, -1) + log_comp, -1)
+        log_q = torch.where((k >= 0) & (k <= top), log_q, torch.full_like(log_q, -math.inf))
         w = self.prior_weight
-        return torch.log((1 - w) * q + w * torch.exp(self._prior_log_prob(params, k)))
+        return torch.logaddexp(log_q + math.log1p(-w), self._prior_log_prob(params, k) + math.log(w))
 
     def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
         return self._log_mass(raw, params, value.double()).sum(-1).to(raw.dtype)
@@ -288,17 +299,17 @@ class CountHead(ProposalHead):
         k = k.reshape(logits.shape[:-1]).unsqueeze(-1)
         m, s = mu.gather(-1, k).squeeze(-1), torch.exp(log_s.gather(-1, k).squeeze(-1))
         # Inverse-CDF sampling of the component truncated to [-0.5, top + 0.5], then rounding:
-        # exactly the discretised, truncated component that `_log_mass` scores.
-        a = torch.special.ndtr(((-0.5 - mean) / spread - m) / s)
-        b = (
-            torch.special.ndtr(((top + 0.5 - mean) / spread - m) / s)
-            if self.dist_type == BINOMIAL
-            else torch.ones_like(a)
-        )
+        # exactly the discretised, truncated component that `_log_mass` scores. An interval
+        # right of the mean is mirrored, so the CDF is read where it is precise.
+        alpha = ((-0.5 - mean) / spread - m) / s
+        beta = ((top + 0.5 - mean) / spread - m) / s
+        flip = alpha > 0
+        lo, hi = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
+        a, b = torch.special.ndtr(lo), torch.special.ndtr(hi)
         u = a + (b - a) * torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype)
-        y = m + s * torch.special.ndtri(u.clamp(1e-300, 1 - 1e-16))
-        counts = torch.round(mean + spread * y).clamp_min(0)
-        counts = torch.minimum(counts, top)
+        t = torch.special.ndtri(u.clamp(1e-300, 1 - 1e-16)).clamp(lo, hi)
+        y = m + s * torch.where(flip, -t, t)
+        counts = torch.minimum(torch.round(mean + spread * y).clamp_min(0), top)
         from_prior = (
             torch.rand(counts.shape, generator=gen, device=a.device, dtype=a.dtype) < self.prior_weight
         )
