@@ -411,3 +411,34 @@ def test_ic_cli_needs_a_network(tmp_path):
     r = cli("posterior", "gum", "--engine", "ic", "-n", "10", "-o", str(tmp_path / "p"))
     assert r.returncode == 1 and "--network" in r.stderr
     assert shutil.which(sys.executable)
+
+
+def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_data, tmp_path):
+    """One of several simulators in flight stops answering (SIGSTOP) or dies: IC stops with an
+    error naming it, soon after its timeout (hang) or at once (death), instead of waiting forever."""
+    import signal
+    import time
+
+    import probexec
+
+    res = train("gum", dataset=gum_data, options=TrainOptions(traces=500, batch_size=100, progress=False))
+    obs = get_simulator("gum").default_observations
+    for sig, error, limit in (
+        (signal.SIGSTOP, probexec.SimulatorTimeoutError, 6.0),
+        (signal.SIGKILL, probexec.SimulatorDiedError, 4.0),
+    ):
+        models = [RemoteModel("gum", timeout=1.0) for _ in range(4)]
+        try:
+            assert ic_posterior(res.network, models, 20, obs, seed=0).num_traces == 20
+            os.kill(models[2].pid, sig)
+            t0 = time.monotonic()
+            with pytest.raises(error, match=r"within 1 s|killed by SIGKILL") as e:
+                ic_posterior(res.network, models, 200, obs, seed=1)
+            assert time.monotonic() - t0 < limit, f"{sig!r}: noticed after {time.monotonic() - t0:.1f} s"
+            named = models[2].address if sig == signal.SIGSTOP else f"pid {models[2].pid}"
+            assert named in str(e.value)
+            if sig == signal.SIGSTOP:
+                os.kill(models[2].pid, signal.SIGCONT)
+        finally:
+            for m in models:
+                m.close()

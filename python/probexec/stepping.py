@@ -4,8 +4,13 @@
 learned proposal is fastest when it decides the values of many traces at once (one batched LSTM
 step for all of them), so `TraceStepper` stops at every controlled sample that no handler fixed
 and exposes it as `pending`; the driver chooses values for all pending draws together, `post`s
-them (a send, no wait) and then `collect`s every stepper's next request. Observations, tags and
-draws the simulator makes locally are handled inside `collect`.
+them (a send, no wait) and then gathers every stepper's next request. Observations, tags and
+draws the simulator makes locally are answered by the stepper itself.
+
+Nothing here blocks except `collect`: `start` and `post` only send, and `feed` acts on one
+received message (answering it when it can). A driver waiting on many simulators polls their
+`socket`s and feeds whichever has spoken, so one simulator's observations and tags are answered
+while the others are still computing (`ic.ICDriver` does this).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,19 +77,25 @@ class TraceStepper:
         self.builder = builder
         self.pending: PendingDraw | None = None
         self.done = True
+        self.awaiting = False  # a request is out and its reply not yet fed
         self.error = ""
         self._draw = Draw()
         self._draw.can_draw_locally = "draw_locally" in model.capabilities
         self._t0 = 0.0
 
+    @property
+    def socket(self) -> Any:
+        assert self.model._conn is not None, f"simulator {self.model.name!r} is closed"
+        return self.model._conn.socket
+
     def start(self, seed: int | None) -> None:
+        """Asks the simulator for a new trace (a send, no wait)."""
         for h in self.handlers:
             h.begin_trace()
         self.done, self.error, self.pending = False, "", None
         self._t0 = time.perf_counter()
         self.model._where = f"trace {self.model.traces_run}"
         self._send(_core.encode_run(int(RunMode.PER_DRAW), 1, seed, self.model.record_uncontrolled_values))
-        self.collect()
 
     def post(self, value: np.ndarray | float) -> None:
         """Sends the pending draw's value (no wait) and records its row."""
@@ -97,37 +109,56 @@ class TraceStepper:
         )
 
     def collect(self) -> None:
-        """Receives replies until the next pending draw or the end of the trace."""
+        """Blocks until the next pending draw or the end of the trace."""
         try:
-            reply = self._recv()
-            while True:
-                reply = self._handle(reply)
-                if reply is None:
-                    return
+            while not self.feed(self.model._conn.recv(what=self.model._where)):  # type: ignore[union-attr]
+                pass
+        except BaseException:
+            self.fail()
+            raise
+
+    def feed(self, data: bytes) -> bool:
+        """Acts on one message from the simulator. True when the driver's turn has come (a pending
+        draw, or the trace ended); False when the stepper answered and waits for the next."""
+        try:
+            turn = self._handle(_core.decode(data))
         except SimulatorError as e:
             # The model threw: the trace ends as failed, the simulator is ready for the next.
             self.builder.abandon_trace()
             self.builder.end_trace(None, time.perf_counter() - self._t0, str(e))
-            self.done, self.error = True, str(e)
+            self.done, self.error, self.awaiting = True, str(e), False
+            return True
         except BaseException:
-            self.builder.abandon_trace()
-            self.done = True
+            self.fail()
+            raise
+        self.awaiting = not turn
+        return turn
+
+    def fail(self) -> None:
+        """Drops the trace in progress (its simulator did not answer or sent garbage)."""
+        self.builder.abandon_trace()
+        self.done, self.awaiting, self.pending = True, False, None
+
+    def check(self, waited: float) -> None:
+        """Raises when the simulator died, or has not answered for longer than its timeout."""
+        assert self.model._conn is not None
+        try:
+            self.model._conn.check(waited, what=self.model._where)
+        except BaseException:
+            self.fail()
             raise
 
     def _send(self, data: bytes) -> None:
-        assert self.model._conn is not None, f"simulator {self.model.name!r} is closed"
-        self.model._conn.socket.send(data)
+        self.socket.send(data)
+        self.awaiting = True
 
-    def _recv(self) -> tuple:
-        assert self.model._conn is not None
-        return _core.decode(self.model._conn.recv(what=self.model._where))
-
-    def _request(self, data: bytes) -> tuple:
+    def _request(self, data: bytes) -> bool:
         self._send(data)
-        return self._recv()
+        return False
 
-    def _handle(self, reply: tuple) -> tuple | None:
-        """Acts on one message; returns the next reply, or None when the driver's turn comes."""
+    def _handle(self, reply: tuple) -> bool:
+        """Acts on one message: answers it and returns False, or returns True when the driver's
+        turn comes."""
         m, b, kind = self.model, self.builder, reply[0]
         draw = self._draw
         if kind == _SAMPLE:
@@ -139,7 +170,7 @@ class TraceStepper:
             apply(self.handlers, draw)
             if draw.value is None and control:
                 self.pending = PendingDraw(aid, inst, name, dt, params, bool(replace))
-                return None
+                return True
             if draw.value is None:
                 self.fallback.on_sample(draw)
             if draw.draw_locally:
@@ -175,7 +206,7 @@ class TraceStepper:
             b.end_trace(reply[1], time.perf_counter() - self._t0)
             m.traces_run += 1
             self.done = True
-            return None
+            return True
         if kind == _ERROR:
             raise SimulatorError(f"simulator {m.name!r}, {m._where}: {reply[1]}")
         raise ProtocolError(f"simulator {m.name!r} sent message type {kind} during {m._where}")

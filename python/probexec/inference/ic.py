@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import zmq
 from tqdm import tqdm
 
 from probexec.data.layout import kept_controlled_rows
@@ -30,6 +31,8 @@ from probexec.inference.result import Posterior
 from probexec.nn.network import ProposalLSTM
 from probexec.stepping import PendingDraw, TraceStepper
 from probexec.trace import FLAG_REPLACE, TraceBatch, TraceBatchBuilder, flatten_params
+
+_POLL_MS = 100  # how often a silent simulator is checked for life and timeout
 
 
 def _site_key(p: PendingDraw) -> str:
@@ -188,6 +191,30 @@ class ICDriver:
                 s.stepper.post(v)
         self.stats.network_draws += len(outs)
 
+    def _gather(self, slots: list[int]) -> None:
+        """Waits until each of `slots` has a pending draw or has ended its trace, answering their
+        observations and tags as they arrive, in whatever order the simulators speak."""
+        waiting = {id(self.slots[i].stepper.socket): i for i in slots}
+        if not waiting:
+            return
+        poller = zmq.Poller()
+        for i in waiting.values():
+            poller.register(self.slots[i].stepper.socket, zmq.POLLIN)
+        idle = 0.0
+        while waiting:
+            ready = poller.poll(_POLL_MS)
+            if not ready:
+                idle += _POLL_MS / 1000
+                for i in waiting.values():
+                    self.slots[i].stepper.check(idle)  # raises for a dead or silent simulator
+                continue
+            idle = 0.0
+            for sock, _ in ready:
+                st = self.slots[waiting[id(sock)]].stepper
+                if st.feed(sock.recv()):
+                    poller.unregister(sock)
+                    del waiting[id(sock)]
+
     def _reset(self, i: int) -> None:
         s = self.slots[i]
         s.prev, s.cached, s.log_q = None, {}, {}
@@ -197,38 +224,36 @@ class ICDriver:
     def run(self, num_traces: int, progress: bool = False) -> tuple[TraceBatch, np.ndarray]:
         """`num_traces` traces and each one's sum of log q over the draws that count."""
         started = 0
-        finished = 0
         bar = tqdm(total=num_traces, desc="IC", unit="trace", disable=not progress)
         order: list[tuple[int, int]] = []  # (slot, index of the trace in that slot's builder)
-        active: list[int] = []
+        live: list[int] = []
         for i in range(min(num_traces, len(self.slots))):
             self._reset(i)
             self.slots[i].stepper.start(int(self.rng.integers(2**63)))
             started += 1
-            active.append(i)
+            live.append(i)
         try:
-            while active:
-                waiting = [i for i in active if not self.slots[i].stepper.done]
-                if waiting:
-                    self._propose(waiting)
-                    for i in waiting:
-                        self.slots[i].stepper.collect()
+            while live:
+                # Every live simulator computes towards its next controlled draw (or the end).
+                self._gather([i for i in live if self.slots[i].stepper.awaiting])
                 still: list[int] = []
-                for i in active:
+                for i in live:
                     s = self.slots[i]
-                    if s.stepper.done:
-                        order.append((i, s.stepper.builder.num_traces - 1))
-                        s.log_qs.append(s.log_q)
-                        finished += 1
-                        bar.update(1)
-                        if started < num_traces:
-                            self._reset(i)
-                            s.stepper.start(int(self.rng.integers(2**63)))
-                            started += 1
-                            still.append(i)
-                    else:
+                    if not s.stepper.done:
                         still.append(i)
-                active = still
+                        continue
+                    order.append((i, s.stepper.builder.num_traces - 1))
+                    s.log_qs.append(s.log_q)
+                    bar.update(1)
+                    if started < num_traces:  # the next trace runs its prefix during this round
+                        self._reset(i)
+                        s.stepper.start(int(self.rng.integers(2**63)))
+                        started += 1
+                        still.append(i)
+                live = still
+                pending = [i for i in live if self.slots[i].stepper.pending is not None]
+                if pending:
+                    self._propose(pending)
         finally:
             bar.close()
         # Assemble in finishing order.

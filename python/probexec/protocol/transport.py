@@ -66,17 +66,23 @@ class Connection:
                 return sock.recv()
             except zmq.Again:
                 waited += self._slice
-            if self._alive is not None:
-                try:
-                    self._alive()
-                except Exception:
-                    self.reopen()
-                    raise
-            if waited >= limit:
+            self.check(waited, limit, what)
+
+    def check(self, waited: float, limit: float | None = None, what: str = "a reply") -> None:
+        """For a caller that waits on this socket itself (e.g. polling many): raises, and reopens
+        the socket, when the server is gone or `waited` seconds passed the limit."""
+        if self._alive is not None:
+            try:
+                self._alive()
+            except Exception:
                 self.reopen()
-                raise SimulatorTimeoutError(
-                    f"no answer from {self.address} within {limit:g} s while waiting for {what}"
-                )
+                raise
+        limit = self.timeout if limit is None else limit
+        if waited >= limit:
+            self.reopen()
+            raise SimulatorTimeoutError(
+                f"no answer from {self.address} within {limit:g} s while waiting for {what}"
+            )
 
     def request(self, data: bytes, timeout: float | None = None, what: str = "a reply") -> bytes:
         self.send(data)
