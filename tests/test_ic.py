@@ -345,6 +345,37 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(gum_data, tmp_path):
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
+def test_nan_loss_between_lazy_loss_reads_never_reaches_a_checkpoint(gum_data, tmp_path, monkeypatch):
+    """On a GPU the loss is read only every few steps; a NaN in between still stops training, and
+    the checkpoint written before it stays finite (the GPU path, run on CPU)."""
+    from probexec.nn import training
+
+    original = training.build_network
+
+    def nan_from_step_7(*a, **k):
+        net = original(*a, **k)
+        real, calls = net.loss, [0]
+
+        def loss(*a2, **k2):
+            calls[0] += 1
+            value = real(*a2, **k2)
+            return value * float("nan") if calls[0] >= 7 else value
+
+        net.loss = loss
+        return net
+
+    monkeypatch.setattr(training, "build_network", nan_from_step_7)
+    out = tmp_path / "net.pt"
+    opts = TrainOptions(
+        epochs=1, batch_size=64, checkpoint_every=4, log_every=100, loss_read_every=5, progress=False
+    )
+    with pytest.raises(TrainingError, match=r"loss is nan.*last good checkpoint"):
+        train("gum", dataset=gum_data, output=out, options=opts)
+    net, blob = load_checkpoint(out)
+    assert blob["train_state"]["step"] == 4
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
 def test_network_for_another_simulator_or_shape_is_refused(gum_data, tmp_path):
     out = tmp_path / "net.pt"
     train(

@@ -66,6 +66,10 @@ class TrainOptions:
     # CPU threads for torch. Default: half the cores, because the batch-making thread and (online)
     # the simulators need the rest; OpenMP threads that spin against busy cores run many times slower.
     threads: int | None = None
+    # Steps between reads of the loss (a read waits for the GPU to finish the step). None: every
+    # step on CPU, every log_every steps on CUDA. The loss is also read before every checkpoint,
+    # so a NaN stops training before it reaches one.
+    loss_read_every: int | None = None
 
 
 @dataclass
@@ -372,6 +376,9 @@ def _train(
     )
     waited = 0.0
     done = False
+    read_every = opt.loss_read_every or (opt.log_every if device.type == "cuda" else 1)
+    pending_loss: torch.Tensor | None = None  # summed on the device between reads (CUDA)
+    pending_n = 0
     try:
         while not done:
             epoch = int(state["epoch"])
@@ -398,8 +405,27 @@ def _train(
                         _all_reduce_gradients(network, world)
                         dist.all_reduce(loss_value)
                         loss_value /= world
-                    lv = float(loss_value)
-                    if not math.isfinite(lv):
+                    step = int(state["step"]) + 1
+                    # Reading the loss waits for the device: only every read_every steps, and
+                    # before each checkpoint (which so never holds a NaN network).
+                    read = (
+                        on_step is not None
+                        or step % read_every == 0
+                        or step % opt.log_every == 0
+                        or step % opt.checkpoint_every == 0
+                    )
+                    lv = float(loss_value) if read else 0.0
+                    if not read:
+                        pending_loss = loss_value if pending_loss is None else pending_loss + loss_value
+                        pending_n += 1
+                    elif pending_n:
+                        lv_pending = float(pending_loss)  # type: ignore[arg-type]
+                        run_loss += lv_pending
+                        run_n += pending_n
+                        pending_loss, pending_n = None, 0
+                        if not math.isfinite(lv_pending):
+                            lv = lv_pending
+                    if read and not math.isfinite(lv):
                         where = (
                             f"; the last good checkpoint is {out}" if out is not None and out.exists() else ""
                         )
@@ -413,13 +439,13 @@ def _train(
                     n = len(batch) * world
                     state["step"] += 1
                     state["traces"] += n
-                    run_loss += lv
-                    run_n += 1
-                    last_loss = lv
+                    if read:
+                        run_loss += lv
+                        run_n += 1
+                        last_loss = lv
                     bar.update(n)
                     if on_step is not None:
-                        on_step(int(state["step"]), lv)
-                    step = int(state["step"])
+                        on_step(step, lv)
                     if valid is not None and step % opt.valid_every == 0:
                         last_valid = validation_loss(network, valid, opt, device)
                     if writer is not None and (step % opt.log_every == 0):
@@ -451,6 +477,12 @@ def _train(
                 state["epoch"] += 1
     finally:
         bar.close()
+    if pending_n:
+        tail = float(pending_loss)  # type: ignore[arg-type]
+        if not math.isfinite(tail):
+            where = f"; the last good checkpoint is {out}" if out is not None and out.exists() else ""
+            raise TrainingError(f"training loss is {tail} in the last {pending_n} steps{where}")
+        run_loss, run_n = run_loss + tail, run_n + pending_n
     if valid is not None:
         last_valid = validation_loss(network, valid, opt, device)
     elapsed = time.perf_counter() - t_start
