@@ -192,3 +192,17 @@ def test_a_named_sample_can_be_observed():
     exact_mean = float(np.sum(np.arange(60) * w) / w.sum())
     exact_std = math.sqrt(float(np.sum((np.arange(60) - exact_mean) ** 2 * w) / w.sum()))
     assert_close(s.mean, exact_mean, exact_std / math.sqrt(post.ess), "E[s | r = 1, obs = 6]")
+
+
+def test_mcmc_ess_of_stuck_chains_is_the_chain_count_not_the_sample_count():
+    """Chains that never leave their start carry one draw each; reporting the sample count (or
+    NaN, which summaries then replaced with the count) would call a failed run converged."""
+    from probexec.inference.rmh import mcmc_ess
+
+    rng = np.random.default_rng(0)
+    stuck = np.repeat(np.array([[1.0], [2.0], [3.0], [4.0]]), 500, axis=1)
+    assert mcmc_ess(stuck) == 4.0
+    moving = rng.normal(size=(3, 500))  # independent draws: ESS near 1500
+    both = np.vstack([moving, stuck[:1]])
+    assert mcmc_ess(both) == pytest.approx(mcmc_ess(moving) + 1.0)
+    assert 1000 < mcmc_ess(moving) < 2200

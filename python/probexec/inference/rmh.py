@@ -205,14 +205,18 @@ def split_r_hat(chains: np.ndarray) -> float:
 
 def mcmc_ess(chains: np.ndarray) -> float:
     """Effective sample size of one scalar over chains (rows), from the autocorrelation summed over
-    Geyer's initial positive sequence; NaN when undefined."""
+    Geyer's initial positive sequence; NaN when undefined. A chain that never moved is worth one
+    draw (so chains stuck where they started report ESS = number of chains, not the sample count)."""
     m, n = chains.shape
     if n < 4 or np.isnan(chains).any():
         return float("nan")
     x = chains - chains.mean(axis=1, keepdims=True)
     var = x.var(axis=1)
-    if not np.all(var > 0):
-        return float("nan")
+    stuck = ~(var > 0)
+    if stuck.all():
+        return float(m)
+    if stuck.any():
+        return mcmc_ess(chains[~stuck]) + float(stuck.sum())
     f = np.fft.rfft(x, n=2 * n, axis=1)
     acov = np.fft.irfft(f * np.conj(f), axis=1)[:, :n] / n
     rho = (acov / var[:, None]).mean(axis=0)
