@@ -8,7 +8,8 @@ and RMH on held-out simulated events. Writes docs/ic/ (README.md there says what
 
 1. Dataset: `--traces` prior traces, written by `--workers` simulators into WORK/data (the
    calorimeter image is stored as its sparse Normal mean and stddev). Skipped if it exists.
-2. Network: trained on it, saved to WORK/tau.pt with its log WORK/tau.csv. Skipped if it exists.
+2. Network: trained on it, saved to WORK/tau.pt with its log WORK/tau.csv (an interrupted run
+   resumes from the last checkpoint; skipped once finished).
 3. Events: `--events` held-out events, simulated from seeds the dataset never used (1 000 000 + i),
    the first of each channel in `--channels` order so the comparison covers several decay modes.
 4. For each event: IC with `--n` traces, importance sampling with the prior as proposal at the same
@@ -54,13 +55,15 @@ def make_dataset(work: Path, args: argparse.Namespace) -> TraceDataset:
 
 
 def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Path:
-    net = work / "tau.pt"
-    if not net.exists():
+    net, done = work / "tau.pt", work / "tau.done"
+    if not done.exists():  # an interrupted run resumes from its last checkpoint
         opts = TrainOptions(
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, device=args.device, cosine=True,
-            warmup_steps=200, seed=args.seed, valid_traces=1000, checkpoint_every=1000,
+            warmup_steps=200,
+            threads=args.threads, seed=args.seed, valid_traces=1000, checkpoint_every=1000,
         )  # fmt: skip
-        res = train(SIM, dataset=data, output=net, options=opts, log_path=work / "tau.csv")
+        res = train(SIM, dataset=data, output=net, options=opts, log_path=work / "tau.csv", resume=True)
+        done.write_text(json.dumps({"traces": res.traces, "seconds": res.seconds}))
         print(
             f"trained {res.traces} traces in {res.seconds:.0f} s ({res.traces_per_second:.0f} traces/s, "
             f"waiting for data {100 * res.wait_fraction:.0f} %), loss {res.final_loss:.2f}, valid {res.valid_loss:.2f}"
@@ -103,7 +106,7 @@ def describe(post: Posterior) -> dict[str, Any]:
         out[k] = {"mean": float(e.mean), "std": float(e.stddev), "ci90": [float(lo), float(hi)]}
     probs = post["channel"].probabilities()
     out["channel"] = {TAU_CHANNELS[int(c)]: float(p) for c, p in sorted(probs.items())}
-    for key in ("acceptance_rate", "r_hat", "prior_fallbacks", "network_steps", "mean_batch"):
+    for key in ("acceptance_rate", "r_hat", "chains", "prior_fallbacks", "network_steps", "mean_batch"):
         if key in post.stats:
             out[key] = post.stats[key]
     return out
@@ -164,6 +167,31 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
     return results
 
 
+def refresh(work: Path, results: list[dict[str, Any]]) -> None:
+    """Quantities recomputed from each event's saved samples (also for a finished run, with
+    --figures-only): the IC proposal itself (the unweighted IC draws: what the network learned,
+    whatever the weights do) and the RMH effective sample size over the chains."""
+    from probexec.inference.rmh import mcmc_ess
+
+    for i, res in enumerate(results):
+        s = np.load(work / "events" / str(i) / "samples.npz")
+        prop: dict[str, Any] = {}
+        for k in MOMENTA:
+            v = s[f"ic/{k}"]
+            prop[k] = {
+                "mean": float(v.mean()),
+                "std": float(v.std()),
+                "ci90": np.quantile(v, [0.05, 0.95]).tolist(),
+            }
+        ch = s["ic/channel"].astype(int)
+        prop["channel"] = {TAU_CHANNELS[c]: float(np.mean(ch == c)) for c in sorted(set(ch.tolist()))}
+        res["ic_proposal"] = prop
+        chains = int(res["rmh"].get("chains", 4))
+        ess = [mcmc_ess(s[f"rmh/{k}"].reshape(chains, -1)) for k in LATENTS]
+        res["rmh"]["ess"] = float(min(e for e in ess if np.isfinite(e)))
+        res["rmh"]["ess_over_n"] = res["rmh"]["ess"] / res["rmh"]["traces"]
+
+
 def plot(work: Path, results: list[dict[str, Any]]) -> Path:
     import matplotlib
 
@@ -182,7 +210,9 @@ def plot(work: Path, results: list[dict[str, Any]]) -> Path:
             bins = np.linspace(min(lo, res["truth"][k]) - pad, max(hi, res["truth"][k]) + pad, 40)
             for eng, c in colours.items():
                 ax.hist(s[f"{eng}/{k}"], bins=bins, weights=s[f"{eng}/weights"], density=True, histtype="step", color=c, lw=1.5,
-                        label=f"{eng} (ESS/N {res[eng]['ess_over_n']:.2f})" if j == 0 else eng)  # fmt: skip
+                        label=f"{eng} (ESS {res[eng]['ess']:.1f} of {res[eng]['traces']})" if j == 0 else eng)  # fmt: skip
+            ax.hist(s[f"ic/{k}"], bins=bins, density=True, histtype="step", color=colours["ic"], ls=":", lw=1.2,
+                    label="ic proposal (unweighted)")  # fmt: skip
             ax.axvline(res["truth"][k], color="k", ls="--", lw=1, label="truth")
             ax.set_xlabel(f"{k} [GeV]")
             if j == 0:
@@ -190,9 +220,13 @@ def plot(work: Path, results: list[dict[str, Any]]) -> Path:
                 ax.legend(fontsize=7)
         ax = axes[i, 3]
         x = np.arange(len(TAU_CHANNELS))
-        for off, (eng, c) in zip((-0.27, 0.0, 0.27), colours.items(), strict=True):
+        for off, (eng, c) in zip((-0.3, -0.1, 0.1), colours.items(), strict=True):
             p = [res[eng]["channel"].get(ch, 0.0) for ch in TAU_CHANNELS]
-            ax.bar(x + off, p, width=0.27, color=c, label=eng)
+            ax.bar(x + off, p, width=0.2, color=c, label=eng)
+        p = [res["ic_proposal"]["channel"].get(ch, 0.0) for ch in TAU_CHANNELS]
+        ax.bar(x + 0.3, p, width=0.2, color="none", edgecolor=colours["ic"], hatch="///", label="ic proposal")
+        if i == 0:
+            ax.legend(fontsize=7)
         ax.axvline(res["truth"]["channel"], color="k", ls="--", lw=1)
         ax.set_xticks(x, TAU_CHANNELS, rotation=60, fontsize=7)
         ax.set_ylim(0, 1.05)
@@ -242,6 +276,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, help="CPU threads for training (default: half the cores)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--events", type=int, default=4)
     p.add_argument("--channels", nargs="+", default=["pi pi0 nu", "pi nu", "3pi nu", "e nu nu", "pi 2pi0 nu"])
@@ -250,17 +285,23 @@ def main() -> None:
     p.add_argument("--rmh-samples", type=int, default=2000)
     p.add_argument("--rmh-burn-in", type=int, default=500)
     p.add_argument("--docs", default=str(Path(__file__).resolve().parent))
+    p.add_argument(
+        "--figures-only", action="store_true", help="redo summary extras and figures of a finished run"
+    )
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
-    data = make_dataset(work, args)
-    net = make_network(work, data, args)
-    results = infer(work, net, args)
-    summary = {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("work", "docs")},
-        "events": results,
-    }
+    if args.figures_only:
+        summary = json.loads((work / "summary.json").read_text())
+        results = summary["events"]
+    else:
+        data = make_dataset(work, args)
+        net = make_network(work, data, args)
+        results = infer(work, net, args)
+        settings = {k: v for k, v in vars(args).items() if k not in ("work", "docs", "figures_only")}
+        summary = {"settings": settings, "events": results}
+    refresh(work, results)
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
     figures = [plot(work, results), plot_training(work)]
     docs = Path(args.docs)
