@@ -81,11 +81,20 @@ def make_dataset(name: str, n: int, root: Path, workers: int) -> TraceDataset:
 
 
 def bench_training(
-    name: str, data: TraceDataset, device: str, traces: int, batch: int, net_out: Path
+    name: str, data: TraceDataset, device: str, traces: int, batch: int, net_out: Path, threads: int | None
 ) -> dict:
     def run(budget: int, output: Path | None, network: Any = None) -> Any:
+        # A shuffle buffer of 16 batches: the default 20 000 traces would make a short timed run
+        # mostly the reading of its first buffer (on tau, 38 % of the time was spent waiting).
         opts = TrainOptions(
-            batch_size=batch, lr=1e-3, traces=budget, device=device, progress=False, checkpoint_every=10**9
+            batch_size=batch,
+            lr=1e-3,
+            traces=budget,
+            device=device,
+            progress=False,
+            checkpoint_every=10**9,
+            buffer_traces=16 * batch,
+            threads=threads,
         )
         return train(name, dataset=data, output=output, options=opts, network=network)
 
@@ -138,6 +147,7 @@ def main() -> None:
     ap.add_argument("--tau-data", help="an existing tau_decay dataset (else a small one is simulated)")
     ap.add_argument("--workers", type=int, default=2, help="simulators making the datasets")
     ap.add_argument("--in-flight", type=int, default=16)
+    ap.add_argument("--threads", type=int, help="CPU threads for training (default: half the cores)")
     args = ap.parse_args()
     k = 0.1 if args.quick else 1.0
     root = Path(tempfile.mkdtemp(prefix="probexec-bench-ic-"))
@@ -155,8 +165,10 @@ def main() -> None:
             for device in args.devices:
                 cpu_tau = tau and device == "cpu"
                 batch = 64 if cpu_tau else 256 if tau else 128
-                traces = int((2_000 if cpu_tau else 100_000 if tau else 60_000) * k)
-                r = bench_training(name, data, device, traces, batch, root / f"{name}-{device}.pt")
+                traces = int((4_000 if cpu_tau else 100_000 if tau else 60_000) * k)
+                r = bench_training(
+                    name, data, device, traces, batch, root / f"{name}-{device}.pt", args.threads
+                )
                 out["training"][name][device] = r
                 busy = f", GPU busy {100 * r['gpu_busy']:.0f} %" if r["gpu_busy"] is not None else ""
                 print(
