@@ -40,15 +40,14 @@ from probexec.trace import OBSERVE
 
 MOMENTA = ["px", "py", "pz"]
 LATENTS = [*MOMENTA, "channel"]
-SIM = "tau_decay"
 
 
 def make_dataset(work: Path, args: argparse.Namespace) -> TraceDataset:
     path = work / "data"
     if not (path / "dataset.json").exists():
         t0 = time.perf_counter()
-        writer = DatasetWriter(path, SIM)
-        with remote_pool(SIM, workers=args.workers) as pool:
+        writer = DatasetWriter(path, args.simulator)
+        with remote_pool(args.simulator, workers=args.workers) as pool:
             sample_prior(pool, args.traces, seed=args.seed, progress=True, sink=writer.write)
         print(f"dataset: {args.traces} traces in {time.perf_counter() - t0:.0f} s")
     return TraceDataset(path)
@@ -62,7 +61,9 @@ def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Pa
             warmup_steps=200,
             threads=args.threads, seed=args.seed, valid_traces=1000, checkpoint_every=1000,
         )  # fmt: skip
-        res = train(SIM, dataset=data, output=net, options=opts, log_path=work / "tau.csv", resume=True)
+        res = train(
+            args.simulator, dataset=data, output=net, options=opts, log_path=work / "tau.csv", resume=True
+        )
         done.write_text(json.dumps({"traces": res.traces, "seconds": res.seconds}))
         print(
             f"trained {res.traces} traces in {res.seconds:.0f} s ({res.traces_per_second:.0f} traces/s, "
@@ -113,9 +114,9 @@ def describe(post: Posterior) -> dict[str, Any]:
 
 
 def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    net, _ = load_checkpoint(net_path, simulator=SIM, device=args.device)
+    net, _ = load_checkpoint(net_path, simulator=args.simulator, device=args.device)
     results = []
-    with remote_pool(SIM, workers=max(args.in_flight, args.workers)) as pool:
+    with remote_pool(args.simulator, workers=max(args.in_flight, args.workers)) as pool:
         events = held_out_events(pool, args)
         for k, ev in enumerate(events):
             obs = {"calorimeter": ev["image"]}
@@ -270,6 +271,7 @@ def plot_training(work: Path) -> Path | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/tauic")
+    p.add_argument("--simulator", default="tau_decay", choices=["tau_decay", "tau_decay_fixed_spots"])
     p.add_argument("--traces", type=int, default=150_000, help="prior traces in the dataset")
     p.add_argument("--workers", type=int, default=2, help="simulators making the dataset")
     p.add_argument("--device", default="cpu")

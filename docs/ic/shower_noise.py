@@ -1,14 +1,15 @@
 """Why no importance sampler over the controlled draws can reach a useful ESS on `tau_decay` as it
 stands: the perfect-proposal test.
 
-    python docs/ic/shower_noise.py [--events 4] [--repeats 100] [-o docs/ic/shower_noise.json]
+    python docs/ic/shower_noise.py [--simulator tau_decay] [--events 4] [--repeats 100] [-o FILE.json]
 
 For each event (seeds 1 000 000, 1 000 001, ...): simulate it, then rerun the simulator `--repeats`
 times with *every controlled draw replayed at its true value* (the proposal a perfect network
 would make) while the calorimeter's uncontrolled shower draws (the spots) are drawn afresh, and
 score the event's own image under each rerun. The importance weight of such a trace is its
 likelihood p(y | x, shower), so the spread of log p(y | x, shower) over reruns is the weight noise
-that remains with a perfect proposal; its ESS is the best any IC network can do.
+that remains with a perfect proposal; its ESS is the best any IC network can do. With
+`--simulator tau_decay_fixed_spots` the spots come from a fixed stream, and the spread is zero.
 """
 
 from __future__ import annotations
@@ -16,44 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from probexec.handlers import Condition, Draw, Handler, PriorProposal
+from probexec.handlers import Condition, PriorProposal, Replay
 from probexec.inference.prior import sample_prior
 from probexec.remote import RemoteModel
 from probexec.simulators import TAU_CHANNELS
-from probexec.trace import FLAG_CONTROLLED, FLAG_REPLACE, SAMPLE, TraceBatch, TraceBatchBuilder
-
-
-class Replay(Handler):
-    """Gives every controlled sample the value it had in a recorded trace (a rejection loop's
-    accepted value to its first iteration, so the loop accepts at once)."""
-
-    def __init__(self, trace: TraceBatch) -> None:
-        self.values: dict[tuple[int, int], Any] = {}
-        for r in range(trace.num_rows):
-            if trace.kind[r] == SAMPLE and trace.flags[r] & FLAG_CONTROLLED:
-                inst = 1 if trace.flags[r] & FLAG_REPLACE else int(trace.instance[r])
-                v = trace.values[trace.value_offsets[r] : trace.value_offsets[r + 1]]
-                self.values[(int(trace.address_id[r]), inst)] = float(v[0]) if v.size == 1 else v.copy()
-
-    def on_sample(self, draw: Draw) -> None:
-        if draw.control:
-            v = self.values.get((draw.address_id, 1 if draw.replace else draw.instance))
-            if v is not None:
-                draw.value = v
+from probexec.trace import TraceBatchBuilder
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--simulator", default="tau_decay", choices=["tau_decay", "tau_decay_fixed_spots"])
     p.add_argument("--events", type=int, default=4)
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("-o", "--output", default=str(Path(__file__).resolve().parent / "shower_noise.json"))
     args = p.parse_args()
     rows = []
-    with RemoteModel("tau_decay") as model:
+    with RemoteModel(args.simulator) as model:
         for i in range(args.events):
             seed = 1_000_000 + i
             truth = sample_prior(model, 1, seed=seed, mode="per_draw", progress=False)
@@ -68,6 +50,7 @@ def main() -> None:
             ll = reruns.log_likelihood()
             w = np.exp(ll - ll.max())
             row = {
+                "simulator": args.simulator,
                 "seed": seed,
                 "channel": TAU_CHANNELS[int(truth.values_of("channel")[0])],
                 "own_shower_log_lik": float(truth.log_likelihood()[0]),

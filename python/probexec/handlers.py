@@ -18,7 +18,7 @@ import numpy as np
 
 from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.errors import ObservationError
-from probexec.trace import OBSERVE, SAMPLE
+from probexec.trace import FLAG_CONTROLLED, FLAG_REPLACE, OBSERVE, SAMPLE, TraceBatch
 
 
 @dataclass(slots=True)
@@ -90,6 +90,29 @@ class Condition(Handler):
                 f"{int(np.prod(shape))} there (shape {shape})"
             )
         draw.value = float(obs.reshape(())) if shape == () else obs.reshape(shape)
+
+
+class Replay(Handler):
+    """Gives every controlled sample the value it had in the first trace of `trace` (a recorded
+    TraceBatch), matched by address and instance; a rejection loop's accepted value goes to its
+    first iteration, so the loop accepts at once. Draws the recording lacks are left to later
+    handlers. Rerunning a trace this way isolates what the uncontrolled draws do."""
+
+    def __init__(self, trace: TraceBatch) -> None:
+        self.values: dict[tuple[int, int], Any] = {}
+        rows = np.nonzero(
+            (trace.row_trace == 0) & (trace.kind == SAMPLE) & ((trace.flags & FLAG_CONTROLLED) != 0)
+        )[0]
+        for r in rows.tolist():
+            inst = 1 if trace.flags[r] & FLAG_REPLACE else int(trace.instance[r])
+            v = trace.values[trace.value_offsets[r] : trace.value_offsets[r + 1]]
+            self.values[(int(trace.address_id[r]), inst)] = float(v[0]) if v.size == 1 else v.copy()
+
+    def on_sample(self, draw: Draw) -> None:
+        if draw.control and draw.value is None:
+            v = self.values.get((draw.address_id, 1 if draw.replace else draw.instance))
+            if v is not None:
+                draw.value = v
 
 
 class PriorProposal(Handler):

@@ -100,7 +100,7 @@ class RemoteModel(Model):
         self.name = simulator or (Path(executable).name if executable else str(address))
         self._external_address = address
         self._executable = Path(executable) if executable else (self.info.path() if self.info else None)
-        self._args = list(args)
+        self._args = [*(self.info.args if self.info else ()), *args]
         if transport not in ("ipc", "tcp"):
             raise ValueError(f"transport must be 'ipc' or 'tcp', not {transport!r}")
         self._transport = transport

@@ -19,6 +19,7 @@ class SimulatorInfo:
     observed: dict[str, tuple[int, ...]]
     default_observations: dict[str, list[float]] = field(default_factory=dict)
     test_only: bool = False
+    args: tuple[str, ...] = ()  # command-line options the executable is started with
 
     def path(self) -> Path:
         """The server executable: installed with the package, or PROBEXEC_SIM_DIR, or on PATH."""
@@ -94,6 +95,14 @@ SIMULATORS: dict[str, SimulatorInfo] = {
             "tau lepton of uniform momentum decaying (10 channels) into a 35x35x20 voxel calorimeter",
             ("px", "py", "pz", "channel"),
             {"calorimeter": (20, 35, 35)},
+        ),
+        SimulatorInfo(
+            "tau_decay_fixed_spots",
+            "probexec-sim-tau_decay",
+            "tau_decay with shower spots from a fixed random stream: the image mean is a function of the controlled draws",
+            ("px", "py", "pz", "channel"),
+            {"calorimeter": (20, 35, 35)},
+            args=("--fixed-spots",),
         ),
         SimulatorInfo(
             "calorimeter",

@@ -20,7 +20,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <limits>
 #include <numeric>
 
 namespace probexec::calo {
@@ -28,6 +31,31 @@ namespace probexec::calo {
 namespace {
 
 constexpr double kTwoPi = 6.283185307179586;
+
+// A counter-based generator (SplitMix64) for Response::fixed_spots: one short stream per spot, so
+// the spots' numbers are the same in every trace, whatever the shower's parameters.
+struct SpotStream {
+  using result_type = std::uint64_t;
+  std::uint64_t state;
+  static constexpr result_type min() { return 0; }
+  static constexpr result_type max() { return std::numeric_limits<result_type>::max(); }
+  result_type operator()() {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  double unit() { return (static_cast<double>((*this)() >> 11) + 0.5) * 0x1.0p-53; }  // in (0, 1)
+  // Gamma(shape, rate) by the Wilson-Hilferty cube of a Box-Muller normal: a continuous function
+  // of the stream's numbers and of the parameters (a rejection sampler would jump when a
+  // parameter moves an accept/reject decision). Accurate for the shapes used here (> 1).
+  double gamma(double shape, double rate) {
+    const double z = std::sqrt(-2.0 * std::log(unit())) * std::cos(kTwoPi * unit());
+    const double c = 1.0 / (9.0 * shape);
+    const double w = 1.0 - c + z * std::sqrt(c);
+    return w > 0 ? shape / rate * w * w * w : 0.0;
+  }
+};
 
 struct Vec3 {
   double x, y, z;
@@ -205,18 +233,21 @@ double shower(const Particle& p, const Geometry& /*g*/, const Response& r, Image
 
   long lost = 0;
   double generated = 0, deposited = 0, depth_sum = 0;
+  const bool fixed = r.fixed_spots;
+  const std::uint64_t fixed_seed = fixed ? std::hash<std::string>{}(label) : 0;
   for (long i = 0; i < n; ++i) {
-    const double t = sample(depth_dist, n_depth);  // radiation lengths (EM profile)
+    SpotStream spot{fixed_seed ^ (static_cast<std::uint64_t>(i) * 0xD1B54A32D192ED03ULL)};
+    const double t = fixed ? spot.gamma(alpha, beta) : sample(depth_dist, n_depth).item();  // radiation lengths (EM profile)
     const double tau = t / t_max;
     const double s = (rf.p2 - tau) / rf.p3;
     const double p_core = std::clamp(rf.p1 * std::exp(s - std::exp(s)), 0.0, 1.0);
-    const bool core = sample(Bernoulli(p_core), n_core).item() > 0.5;
+    const bool core = fixed ? spot.unit() < p_core : sample(Bernoulli(p_core), n_core).item() > 0.5;
     const double radius = core ? std::max(rf.rc_a + rf.rc_tau * tau, physics::kGFlashMinCoreRadius)
                                : rf.k1 * (std::exp(rf.k3 * (tau - rf.k2)) + std::exp(rf.k4 * (tau - rf.k2)));
-    const double uu = sample(unit_dist, n_u);
+    const double uu = fixed ? spot.unit() : sample(unit_dist, n_u).item();
     const double rm = uu < 1.0 ? radius * std::sqrt(uu / (1.0 - uu)) : HUGE_VAL;  // Moliere radii
-    const double phi = sample(phi_dist, n_phi);
-    const double es = sample(energy_dist, n_energy);
+    const double phi = fixed ? kTwoPi * spot.unit() : sample(phi_dist, n_phi).item();
+    const double es = fixed ? spot.gamma(k_energy, rate_energy) : sample(energy_dist, n_energy).item();
 
     const double along = t * length_unit;
     const double across = rm * width_unit;

@@ -34,6 +34,12 @@ struct Response {
   double moliere_radius = physics::kMoliereRadius;
   double hadronic_length_scale = physics::kHadronicLengthScale;
   double hadronic_width_scale = physics::kHadronicWidthScale;
+  // Spots from a fixed stream of random numbers (per shower label and spot index, the same in
+  // every trace) instead of uncontrolled draws. The image mean is then a deterministic, nearly
+  // smooth function of the controlled draws, a quasi-Monte Carlo estimate of the shower's
+  // expected deposit, so a trace's likelihood no longer depends on thousands of draws no proposal
+  // controls (docs/ic/README.md). The spots stop being protocol traffic.
+  bool fixed_spots = false;
 };
 
 // A particle entering the calorimeter: PDG code, energy and momentum (GeV), and the point where

@@ -5,8 +5,10 @@
 //   tags:     fs_<i>_p, fs_<i>_pdg, visible_energy, missing_pt, visible_mass
 //   observed: calorimeter, shape [nz, ny, nx]
 //
-// Extra option (removed before the front end parses the rest): --noise-floor X (GeV), the floor
-// of the calorimeter likelihood's variance, default physics::kTauCaloNoiseFloor.
+// Extra options (removed before the front end parses the rest): --noise-floor X (GeV), the floor
+// of the calorimeter likelihood's variance, default physics::kTauCaloNoiseFloor; --fixed-spots,
+// shower spots from a fixed stream of random numbers instead of uncontrolled draws (see
+// calorimeter.hpp, Response::fixed_spots; the simulator `tau_decay_fixed_spots`).
 #include "../calorimeter/calorimeter.hpp"
 
 #include <cstdio>
@@ -21,6 +23,7 @@ namespace ph = probexec::physics;
 namespace {
 
 double g_noise_floor = ph::kTauCaloNoiseFloor;
+probexec::calo::Response g_response;  // set from the command line before serving
 
 probexec::Tensor tau_decay_model() {
   using probexec::sample;
@@ -32,7 +35,7 @@ probexec::Tensor tau_decay_model() {
   probexec::tau::tag_decay(d);
 
   static const probexec::calo::Geometry geometry;
-  static const probexec::calo::Response response;
+  const probexec::calo::Response& response = g_response;
   probexec::calo::Image image(geometry);
   for (std::size_t i = 0; i < d.products.size(); ++i) {
     const auto& p = d.products[i];
@@ -60,6 +63,10 @@ int main(int argc, char** argv) {
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--fixed-spots") {
+      g_response.fixed_spots = true;
+      continue;
+    }
     if (a == "--noise-floor") {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "%s: missing value after --noise-floor\n", argv[0]);

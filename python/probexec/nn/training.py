@@ -36,6 +36,7 @@ from probexec.nn.network import NetworkConfig, ProposalLSTM
 # Embedding defaults for the built-in simulators' observations (others: by shape, no transform).
 DEFAULT_EMBEDDINGS: dict[tuple[str, str], tuple[str, str]] = {
     ("tau_decay", "calorimeter"): ("cnn3d", "symlog"),
+    ("tau_decay_fixed_spots", "calorimeter"): ("cnn3d", "symlog"),
     ("calorimeter", "calorimeter"): ("cnn3d", "symlog"),
 }
 
