@@ -10,6 +10,8 @@ score the event's own image under each rerun. The importance weight of such a tr
 likelihood p(y | x, shower), so the spread of log p(y | x, shower) over reruns is the weight noise
 that remains with a perfect proposal; its ESS is the best any IC network can do. With
 `--simulator tau_decay_fixed_spots` the spots come from a fixed stream, and the spread is zero.
+Also: how much log p(y | x) is lost when px alone moves off its true value (the likelihood's
+sharpness, which sets how precise a proposal must be).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from probexec.inference.prior import sample_prior
 from probexec.remote import RemoteModel
 from probexec.simulators import TAU_CHANNELS
 from probexec.trace import TraceBatchBuilder
+
+PX_SHIFTS = (0.001, 0.003, 0.01, 0.03, 0.1)  # GeV; px's prior is U(-2, 2)
 
 
 def main() -> None:
@@ -60,11 +64,25 @@ def main() -> None:
                 "perfect_proposal_ess": float(w.sum() ** 2 / (w**2).sum()),
                 "repeats": args.repeats,
             }
+            # How sharp the likelihood is in px: the loss of log p(y | x) when px alone moves by
+            # `shift` GeV (one rerun each; meaningful with fixed spots, noise-dominated without).
+            replay = Replay(truth)
+            key = next(k for k in replay.values if model.addresses[k[0]].name == "px")
+            drops = {}
+            for shift in PX_SHIFTS:
+                replay.values[key] = truth.values_of("px")[0] + shift
+                b = TraceBatchBuilder(model.addresses)
+                h = [Condition({"calorimeter": image}), replay, PriorProposal(rng, local=True)]
+                model.run_trace(h, b, seed=int(rng.integers(2**63)))
+                drops[str(shift)] = float(ll[0] - b.build().log_likelihood()[0])
+            row["log_lik_drop_for_px_shift"] = drops
             rows.append(row)
             print(
                 f"seed {seed} ({row['channel']}): log p(y | x) with the image's own shower {row['own_shower_log_lik']:.0f}; "
                 f"over {args.repeats} fresh showers {row['rerun_log_lik_mean']:.0f} ± {row['rerun_log_lik_std']:.0f} "
-                f"(best {row['rerun_log_lik_max']:.0f}); ESS {row['perfect_proposal_ess']:.2f} of {args.repeats}"
+                f"(best {row['rerun_log_lik_max']:.0f}); ESS {row['perfect_proposal_ess']:.2f} of {args.repeats}; "
+                "log-likelihood lost when px moves by "
+                + ", ".join(f"{k} GeV: {v:.0f}" for k, v in drops.items())
             )
     Path(args.output).write_text(json.dumps(rows, indent=2))
 
