@@ -307,9 +307,12 @@ def main() -> None:
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
     figures = [plot(work, results), plot_training(work)]
     docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
     for f in [work / "summary.json", *figures]:
         if f is not None:
-            shutil.copy(f, docs / f"tau_{f.name}" if not f.name.startswith("tau_") else docs / f.name)
+            dest = docs / (f.name if f.name.startswith("tau_") else f"tau_{f.name}")
+            if dest.resolve() != f.resolve():
+                shutil.copy(f, dest)
     print(f"wrote {work / 'summary.json'} and the figures; copied to {docs}")
 
 
