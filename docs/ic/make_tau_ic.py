@@ -36,7 +36,6 @@ from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.nn import TrainOptions, load_checkpoint, train
 from probexec.simulators import TAU_CHANNELS
-from probexec.trace import OBSERVE
 
 MOMENTA = ["px", "py", "pz"]
 LATENTS = [*MOMENTA, "channel"]
@@ -84,9 +83,7 @@ def held_out_events(pool: Any, args: argparse.Namespace) -> list[dict[str, Any]]
         if channel not in want:
             continue
         want.remove(channel)
-        ids = np.array(t.addresses.ids_named("calorimeter", OBSERVE), dtype=np.uint64)
-        row = int(np.nonzero(np.isin(t.address_id, ids))[0][0])
-        image = t.values[t.value_offsets[row] : t.value_offsets[row + 1]].copy()
+        image = t.values_of("calorimeter")[0]
         truth = {k: float(t.values_of(k)[0]) for k in LATENTS}
         events.append({"seed": seed, "truth": truth, "image": image})
     return events

@@ -378,7 +378,7 @@ def _train(
     waited = 0.0
     done = False
     read_every = opt.loss_read_every or (opt.log_every if device.type == "cuda" else 1)
-    pending_loss: torch.Tensor | None = None  # summed on the device between reads (CUDA)
+    pending_loss: torch.Tensor | None = None  # summed on the device between reads
     pending_n = 0
     try:
         while not done:
@@ -415,24 +415,22 @@ def _train(
                         or step % opt.log_every == 0
                         or step % opt.checkpoint_every == 0
                     )
-                    lv = float(loss_value) if read else 0.0
-                    if not read:
-                        pending_loss = loss_value if pending_loss is None else pending_loss + loss_value
-                        pending_n += 1
-                    elif pending_n:
-                        lv_pending = float(pending_loss)  # type: ignore[arg-type]
-                        run_loss += lv_pending
-                        run_n += pending_n
+                    pending_loss = loss_value if pending_loss is None else pending_loss + loss_value
+                    pending_n += 1
+                    lv = math.nan
+                    if read:  # the sum covers every step since the last read
+                        total, lv = float(pending_loss), float(loss_value)
+                        run_loss, run_n = run_loss + total, run_n + pending_n
                         pending_loss, pending_n = None, 0
-                        if not math.isfinite(lv_pending):
-                            lv = lv_pending
-                    if read and not math.isfinite(lv):
-                        where = (
-                            f"; the last good checkpoint is {out}" if out is not None and out.exists() else ""
-                        )
-                        raise TrainingError(
-                            f"training loss is {lv} at step {state['step']} (epoch {epoch}){where}"
-                        )
+                        if not math.isfinite(total):
+                            where = (
+                                f"; the last good checkpoint is {out}"
+                                if out is not None and out.exists()
+                                else ""
+                            )
+                            raise TrainingError(
+                                f"training loss is {total} at step {state['step']} (epoch {epoch}){where}"
+                            )
                     if opt.clip_grad:
                         torch.nn.utils.clip_grad_norm_(network.parameters(), opt.clip_grad)
                     optimizer.step()
@@ -441,8 +439,6 @@ def _train(
                     state["step"] += 1
                     state["traces"] += n
                     if read:
-                        run_loss += lv
-                        run_n += 1
                         last_loss = lv
                     bar.update(n)
                     if on_step is not None:
