@@ -74,9 +74,8 @@ class GpuSampler:
 
 def make_dataset(name: str, n: int, root: Path, workers: int) -> TraceDataset:
     path = root / name
-    writer = DatasetWriter(path, name)
-    with remote_pool(name, workers=workers) as pool:
-        sample_prior(pool, n, seed=0, progress=False, sink=writer.write)
+    with DatasetWriter(path, name, shard_traces=1000) as writer, remote_pool(name, workers=workers) as pool:
+        sample_prior(pool, n, seed=0, progress=False, sink=writer.add)
     return TraceDataset(path)
 
 

@@ -17,9 +17,11 @@ import torch
 
 from conftest import assert_close
 from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
+from probexec.data.sparse import SparseRows
 from probexec.inference.ic import ic_posterior
 from probexec.nn import NetworkMismatchError, TrainingError, TrainOptions, load_checkpoint, train
 from probexec.nn.checkpoint import make_optimizer
+from probexec.nn.device_draw import NormalObservation
 from probexec.nn.proposals import BINOMIAL, POISSON, make_head
 from probexec.nn.training import build_network, prepare
 from probexec.remote import RemoteModel
@@ -99,6 +101,11 @@ def test_dataset_shards_from_parallel_writers_checksums_and_corruption(tmp_path)
     # Minibatches are dense and of one type.
     for b in minibatches(ds.iter_groups(), 100, rng=np.random.default_rng(0)):
         assert b.values.shape == (len(b), len(b.layout))
+    # Shards read by worker processes arrive in the same order with the same contents.
+    inline = list(ds.iter_groups(shuffle=True, seed=3))
+    parallel = list(ds.iter_groups(shuffle=True, seed=3, workers=2))
+    assert [g.layout.key for g in parallel] == [g.layout.key for g in inline]
+    assert all(np.array_equal(a.values, b.values) for a, b in zip(parallel, inline, strict=True))
     # A damaged shard: named when stopping, skipped with a warning when asked.
     victim = ds.shards[0].path
     data = bytearray(victim.read_bytes())
@@ -110,6 +117,30 @@ def test_dataset_shards_from_parallel_writers_checksums_and_corruption(tmp_path)
     with pytest.warns(UserWarning, match=victim.name):
         n = sum(len(g) for g in skip.iter_groups())
     assert n == 6000 - ds.shards[0].num_traces and len(skip.skipped) == 1
+    # The same when worker processes read the shards.
+    with pytest.raises(DatasetError, match=victim.name):
+        list(TraceDataset(d).iter_groups(workers=2))
+    skip = TraceDataset(d, on_corrupt="skip")
+    with pytest.warns(UserWarning, match=victim.name):
+        assert sum(len(g) for g in skip.iter_groups(workers=2)) == n
+
+
+def test_writer_buffers_chunks_into_shards_and_close_writes_the_rest(tmp_path):
+    with RemoteModel("branching") as m, DatasetWriter(tmp_path / "d", "branching", shard_traces=250) as w:
+        for i in range(7):
+            assert (w.add(m.stream(100, seed=i)) is None) == (i % 3 != 2)  # a shard per 300 traces
+        assert w.stats.traces == 600
+    ds = TraceDataset(tmp_path / "d")
+    assert sorted(s.num_traces for s in ds.shards) == [100, 300, 300]
+
+
+def test_sparse_rows_take_is_the_dense_rows_in_order():
+    rng = np.random.default_rng(0)
+    dense = np.where(rng.random((50, 30)) < 0.2, rng.normal(size=(50, 30)), 0.5).astype(np.float32)
+    s = SparseRows.encode(dense)
+    idx = rng.permutation(50)[:37]
+    np.testing.assert_array_equal(s.take(idx).dense(), dense[idx])
+    np.testing.assert_array_equal(s.take(np.zeros(0, np.int64)).dense(), dense[:0])
 
 
 def test_calorimeter_observations_are_stored_sparse_and_redrawn(tmp_path):
@@ -122,6 +153,23 @@ def test_calorimeter_observations_are_stored_sparse_and_redrawn(tmp_path):
     # The redrawn image is Normal(mean, stddev) voxel by voxel.
     z = (img.reshape(len(img), -1) - ob.loc.dense()) / ob.scale.dense()
     assert abs(z.mean()) < 4 / math.sqrt(z.size) and abs(z.std() - 1) < 4 / math.sqrt(2 * z.size)
+    # Drawn on the training device (here the CPU) from the sparse mean and stddev: the same law.
+    on_device = NormalObservation.from_block(ob).draw(torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert on_device.shape == img.shape
+    z = (on_device.reshape(len(img), -1).numpy() - ob.loc.dense()) / ob.scale.dense()
+    assert abs(z.mean()) < 4 / math.sqrt(z.size) and abs(z.std() - 1) < 4 / math.sqrt(2 * z.size)
+    # Training with the device-side draw and a shard-reading process runs and learns something.
+    opts = TrainOptions(
+        batch_size=8,
+        epochs=2,
+        draw_on_device=True,
+        read_workers=1,
+        progress=False,
+        threads=1,
+        buffer_traces=40,
+    )
+    res = train("tau_decay", dataset=ds, options=opts)
+    assert res.traces == 80 and math.isfinite(res.final_loss)
 
 
 def test_count_heads_are_normalised_discrete_and_sample_what_they_score():

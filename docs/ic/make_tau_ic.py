@@ -45,9 +45,11 @@ def make_dataset(work: Path, args: argparse.Namespace) -> TraceDataset:
     path = work / "data"
     if not (path / "dataset.json").exists():
         t0 = time.perf_counter()
-        writer = DatasetWriter(path, args.simulator)
-        with remote_pool(args.simulator, workers=args.workers) as pool:
-            sample_prior(pool, args.traces, seed=args.seed, progress=True, sink=writer.write)
+        with (
+            DatasetWriter(path, args.simulator, shard_traces=1000) as writer,
+            remote_pool(args.simulator, workers=args.workers) as pool,
+        ):
+            sample_prior(pool, args.traces, seed=args.seed, progress=True, sink=writer.add)
         print(f"dataset: {args.traces} traces in {time.perf_counter() - t0:.0f} s")
     return TraceDataset(path)
 

@@ -194,8 +194,8 @@ def _cmd_prior(args: argparse.Namespace) -> int:
             batch.save(out)
             summary.update(file=str(out), bytes=out.stat().st_size, addresses=len(batch.addresses))
         else:
-            writer = DatasetWriter(out, args.simulator)
-            sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet, sink=writer.write)
+            with DatasetWriter(out, args.simulator, shard_traces=args.shard_traces) as writer:
+                sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet, sink=writer.add)
             st = writer.stats
             summary.update(
                 dataset=str(out),
@@ -334,6 +334,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         config_overrides=overrides,
         threads=args.threads,
+        read_workers=args.read_workers,
     )
     out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
@@ -438,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output directory")
     s.add_argument("--workers", type=int, default=None, help="simulator processes (default: one per core)")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument(
+        "--shard-traces",
+        type=int,
+        default=1000,
+        help="dataset: traces per shard file (0: one shard per simulator chunk)",
+    )
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_prior)
@@ -486,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hidden", type=int, default=None, help="LSTM width (default 128)")
     s.add_argument("--obs-dim", type=int, default=None, help="observation embedding width (default 64)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.add_argument(
+        "--read-workers",
+        type=int,
+        default=None,
+        help="processes reading dataset shards (default: 0 on CPU, up to 8 on CUDA)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")

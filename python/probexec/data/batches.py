@@ -60,19 +60,11 @@ def minibatches(
 
 def _permute(g: TypeGroup, idx: np.ndarray) -> TypeGroup:
     from probexec.data.layout import ObservationBlock
-    from probexec.data.sparse import SparseRows
-
-    def sparse_take(s: SparseRows) -> SparseRows:
-        return (
-            SparseRows.concat([s.rows(int(i), int(i) + 1) for i in idx])
-            if len(idx) < 4096
-            else SparseRows.encode(s.dense()[idx])
-        )
 
     obs = {
         k: ObservationBlock(o.name, o.shape, values=o.values[idx])
         if o.values is not None
-        else ObservationBlock(o.name, o.shape, loc=sparse_take(o.loc), scale=sparse_take(o.scale))  # type: ignore[arg-type]
+        else ObservationBlock(o.name, o.shape, loc=o.loc.take(idx), scale=o.scale.take(idx))  # type: ignore[arg-type]
         for k, o in g.observations.items()
     }
     return TypeGroup(g.layout, g.values[idx], g.params[idx], obs)

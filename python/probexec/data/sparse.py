@@ -42,8 +42,8 @@ class SparseRows:
     def dense(self) -> np.ndarray:
         n = len(self)
         out = np.full((n, self.size), self.fill, dtype=np.float32)
-        rows = np.repeat(np.arange(n), np.diff(self.ptr))
-        out[rows, self.index] = self.value
+        rows, cols = self.coo()
+        out[rows, cols] = self.value
         return out
 
     def rows(self, a: int, b: int) -> SparseRows:
@@ -51,6 +51,20 @@ class SparseRows:
         return SparseRows(
             self.size, self.fill, self.ptr[a : b + 1] - lo, self.index[lo:hi], self.value[lo:hi]
         )
+
+    def take(self, idx: np.ndarray) -> SparseRows:
+        """Rows `idx` in that order (a shuffle of a minibatch buffer), without a Python loop."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lens = np.diff(self.ptr)[idx]
+        ptr = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum(lens, out=ptr[1:])
+        # Position j of output row r reads input entry ptr_in[idx[r]] + j.
+        src = np.repeat(self.ptr[idx] - ptr[:-1], lens) + np.arange(ptr[-1])
+        return SparseRows(self.size, self.fill, ptr, self.index[src], self.value[src])
+
+    def coo(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of every stored exception: what a device needs to fill a dense image."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.ptr)), self.index
 
     @staticmethod
     def concat(parts: list[SparseRows]) -> SparseRows:

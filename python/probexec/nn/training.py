@@ -30,6 +30,7 @@ from probexec.data.dataset import TraceDataset
 from probexec.data.layout import TypeGroup, split_by_type
 from probexec.errors import ProbexecError
 from probexec.nn.checkpoint import LearningRateSchedule, load_checkpoint, make_optimizer, save_checkpoint
+from probexec.nn.device_draw import NormalObservation
 from probexec.nn.embeddings import ObservationSpec
 from probexec.nn.network import NetworkConfig, ProposalLSTM
 
@@ -71,6 +72,12 @@ class TrainOptions:
     # step on CPU, every log_every steps on CUDA. The loss is also read before every checkpoint,
     # so a NaN stops training before it reaches one.
     loss_read_every: int | None = None
+    # Draw big Normal observations (the calorimeter image) on the training device rather than on
+    # the batch-making thread. None: on CUDA only.
+    draw_on_device: bool | None = None
+    # Processes that read and check dataset shards. None: none on CPU (the cores train), up to 8
+    # on CUDA, where one reading process cannot keep up with the GPU.
+    read_workers: int | None = None
 
 
 @dataclass
@@ -92,22 +99,41 @@ class PreparedBatch:
     values: torch.Tensor
     params: torch.Tensor
     observations: dict[str, torch.Tensor]
+    to_draw: dict[str, NormalObservation] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.values)
 
+    def on(
+        self, device: torch.device, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Values, parameters and observations on `device` (observations left to draw drawn there)."""
+        obs = {k: v.to(device, non_blocking=True) for k, v in self.observations.items()}
+        obs.update({k: o.draw(device, generator) for k, o in self.to_draw.items()})
+        return (
+            self.values.to(device, non_blocking=True),
+            self.params.to(device, non_blocking=True),
+            obs,
+        )
 
-def prepare(group: TypeGroup, rng: np.random.Generator, pin: bool = False) -> PreparedBatch:
-    obs = {
-        k: torch.from_numpy(np.ascontiguousarray(o.draw(rng), dtype=np.float32))
-        for k, o in group.observations.items()
-    }
+
+def prepare(
+    group: TypeGroup, rng: np.random.Generator, pin: bool = False, draw_on_device: bool = False
+) -> PreparedBatch:
+    """A minibatch as tensors; big Normal observations are drawn here from `rng`, or with
+    `draw_on_device` left as their sparse mean and stddev for the device to draw."""
+    obs, to_draw = {}, {}
+    for k, o in group.observations.items():
+        if draw_on_device and o.values is None:
+            to_draw[k] = NormalObservation.from_block(o, pin)
+        else:
+            obs[k] = torch.from_numpy(np.ascontiguousarray(o.draw(rng), dtype=np.float32))
     values = torch.from_numpy(np.ascontiguousarray(group.values, dtype=np.float32))
     params = torch.from_numpy(np.ascontiguousarray(group.params, dtype=np.float32))
     if pin:
         values, params = values.pin_memory(), params.pin_memory()
         obs = {k: v.pin_memory() for k, v in obs.items()}
-    return PreparedBatch(group, values, params, obs)
+    return PreparedBatch(group, values, params, obs, to_draw)
 
 
 class Prefetcher:
@@ -291,10 +317,17 @@ def _train(
     device: torch.device,
 ) -> TrainResult:
     out = Path(output) if output is not None else None
+    read_workers = opt.read_workers
+    if read_workers is None:
+        read_workers = min(8, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
+    on_device_draw = opt.draw_on_device if opt.draw_on_device is not None else device.type == "cuda"
+    noise = torch.Generator(device=device)
 
     def source(epoch: int) -> Iterator[TypeGroup]:
         if dataset is not None:
-            groups: Iterator[TypeGroup] = dataset.iter_groups(shuffle=True, seed=opt.seed + epoch)
+            groups: Iterator[TypeGroup] = dataset.iter_groups(
+                shuffle=True, seed=opt.seed + epoch, workers=read_workers
+            )
         else:
             groups = online_groups(pool, max(opt.batch_size, 256), opt.seed * 1000 + epoch * 7919 + rank)
         return minibatches(
@@ -386,7 +419,8 @@ def _train(
             if opt.epochs is not None and epoch >= opt.epochs:
                 break
             prep_rng = np.random.default_rng([opt.seed, epoch, rank, 1])
-            fetch = Prefetcher((prepare(b, prep_rng, pin) for b in source(epoch)), depth=6)
+            noise.manual_seed(int(prep_rng.integers(2**62)))
+            fetch = Prefetcher((prepare(b, prep_rng, pin, on_device_draw) for b in source(epoch)), depth=6)
             try:
                 for batch in fetch:
                     added = network.ensure_sites([batch.group.layout], optimizer)
@@ -394,9 +428,7 @@ def _train(
                         raise TrainingError(
                             f"rank {rank} met {added} address(es) not in the dataset's type table"
                         )
-                    values = batch.values.to(device, non_blocking=True)
-                    params = batch.params.to(device, non_blocking=True)
-                    obs = {k: v.to(device, non_blocking=True) for k, v in batch.observations.items()}
+                    values, params, obs = batch.on(device, noise)
                     lr = schedule.apply(optimizer)
                     optimizer.zero_grad(set_to_none=True)
                     loss = network.loss(batch.group.layout, values, params, obs)
