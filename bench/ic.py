@@ -145,6 +145,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--tau-data", help="an existing tau_decay dataset (else a small one is simulated)")
     ap.add_argument("--workers", type=int, default=2, help="simulators making the datasets")
+    ap.add_argument("--tau-traces", type=int, default=3000, help="size of the tau dataset made first")
+    ap.add_argument("--tau-batch", type=int, nargs="+", default=[256], help="tau batch sizes on GPU")
     ap.add_argument("--in-flight", type=int, default=16)
     ap.add_argument("--threads", type=int, help="CPU threads for training (default: half the cores)")
     args = ap.parse_args()
@@ -159,22 +161,25 @@ def main() -> None:
             if tau and args.tau_data:
                 data = TraceDataset(args.tau_data)
             else:
-                data = make_dataset(name, int((3000 if tau else 20_000) * k) or 500, root, args.workers)
+                data = make_dataset(
+                    name, int((args.tau_traces if tau else 20_000) * k) or 500, root, args.workers
+                )
             out["training"][name] = {}
             for device in args.devices:
                 cpu_tau = tau and device == "cpu"
-                batch = 64 if cpu_tau else 256 if tau else 128
-                traces = int((4_000 if cpu_tau else 100_000 if tau else 60_000) * k)
-                r = bench_training(
-                    name, data, device, traces, batch, root / f"{name}-{device}.pt", args.threads
-                )
-                out["training"][name][device] = r
-                busy = f", GPU busy {100 * r['gpu_busy']:.0f} %" if r["gpu_busy"] is not None else ""
-                print(
-                    f"train {name:14s} {device:5s} {r['traces_per_s']:9.0f} traces/s (batch {batch}, "
-                    f"{r['parameters'] / 1e6:.2f} M parameters, waiting for data {100 * r['wait_fraction']:.0f} %{busy})",
-                    flush=True,
-                )
+                batches = [64] if cpu_tau else args.tau_batch if tau else [128]
+                for batch in batches:
+                    traces = int((4_000 if cpu_tau else 200 * batch if tau else 60_000) * k)
+                    r = bench_training(
+                        name, data, device, traces, batch, root / f"{name}-{device}.pt", args.threads
+                    )
+                    out["training"][name][device if batch == batches[0] else f"{device}/batch{batch}"] = r
+                    busy = f", GPU busy {100 * r['gpu_busy']:.0f} %" if r["gpu_busy"] is not None else ""
+                    print(
+                        f"train {name:14s} {device:5s} {r['traces_per_s']:9.0f} traces/s (batch {batch}, "
+                        f"{r['parameters'] / 1e6:.2f} M parameters, waiting for data {100 * r['wait_fraction']:.0f} %{busy})",
+                        flush=True,
+                    )
             device = args.devices[-1]
             n = int((2000 if not tau else 400) * k) or 50
             r = bench_inference(name, root / f"{name}-{device}.pt", device, n, args.in_flight)

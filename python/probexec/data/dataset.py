@@ -387,27 +387,35 @@ class TraceDataset:
             if got is not None:
                 yield got[0]
 
-    def iter_groups(self, *, shuffle: bool = False, seed: int = 0, workers: int = 0) -> Iterator[TypeGroup]:
+    def iter_groups(
+        self, *, shuffle: bool = False, seed: int = 0, workers: int = 0, readers: Any = None
+    ) -> Iterator[TypeGroup]:
         """The type groups, shard by shard (in a seeded random shard order with `shuffle`).
 
         `workers` > 0 reads and checks shards in that many processes, in the same order: decoding
         a shard is Python-bound, and one process reads a few thousand tau traces a second, less
-        than a GPU trains on. A damaged shard is still reported (or skipped) here."""
+        than a GPU trains on. `readers` (from `reader_pool`) reuses processes across epochs. A
+        damaged shard is still reported (or skipped) here."""
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))
         shards = [self.shards[int(i)] for i in order]
-        if workers <= 0:
-            results: Iterator[Any] = (
+        if readers is not None:
+            yield from self._groups_of(readers.imap(_read_groups, shards, chunksize=1))
+        elif workers > 0:
+            with self.reader_pool(workers) as pool:
+                yield from self._groups_of(pool.imap(_read_groups, shards, chunksize=1))
+        else:
+            yield from self._groups_of(
                 _load_shard(s, self.addresses, self.observations, traces=False) for s in shards
             )
-            yield from self._groups_of(results)
-            return
+
+    def reader_pool(self, workers: int) -> Any:
+        """A pool of `workers` shard-reading processes for `iter_groups(readers=...)` (a context
+        manager: leaving it ends them). Spawned, not forked: the trainer may hold CUDA and OpenMP
+        state that a fork must not copy."""
         import multiprocessing as mp
 
-        # spawn, not fork: the trainer may hold CUDA and OpenMP state that a fork must not copy.
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, initializer=_reader_init, initargs=(self.observations,)) as pool:
-            yield from self._groups_of(pool.imap(_read_groups, shards, chunksize=1))
+        return mp.get_context("spawn").Pool(workers, initializer=_reader_init, initargs=(self.observations,))
 
     def _groups_of(self, results: Iterator[Any]) -> Iterator[TypeGroup]:
         for got in results:

@@ -320,13 +320,43 @@ def _train(
     read_workers = opt.read_workers
     if read_workers is None:
         read_workers = min(8, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
+    # One pool of shard readers for the whole run: starting processes every epoch would cost more
+    # than a short epoch.
+    readers = dataset.reader_pool(read_workers) if dataset is not None and read_workers > 0 else None
+    try:
+        return _train_loop(
+            simulator, dataset, pool, out, opt, valid, network, resume, log_path, on_step, rank, world,
+            device, readers,
+        )  # fmt: skip
+    finally:
+        if readers is not None:
+            readers.terminate()
+            readers.join()
+
+
+def _train_loop(
+    simulator: str,
+    dataset: TraceDataset | None,
+    pool: Any,
+    out: Path | None,
+    opt: TrainOptions,
+    valid: TraceDataset | None,
+    network: ProposalLSTM | None,
+    resume: bool,
+    log_path: str | Path | None,
+    on_step: Callable[[int, float], None] | None,
+    rank: int,
+    world: int,
+    device: torch.device,
+    readers: Any,
+) -> TrainResult:
     on_device_draw = opt.draw_on_device if opt.draw_on_device is not None else device.type == "cuda"
     noise = torch.Generator(device=device)
 
     def source(epoch: int) -> Iterator[TypeGroup]:
         if dataset is not None:
             groups: Iterator[TypeGroup] = dataset.iter_groups(
-                shuffle=True, seed=opt.seed + epoch, workers=read_workers
+                shuffle=True, seed=opt.seed + epoch, readers=readers
             )
         else:
             groups = online_groups(pool, max(opt.batch_size, 256), opt.seed * 1000 + epoch * 7919 + rank)
