@@ -301,6 +301,7 @@ def main() -> None:
         net = make_network(work, data, args)
         results = infer(work, net, args)
         settings = {k: v for k, v in vars(args).items() if k not in ("work", "docs", "figures_only")}
+        settings["traces"] = data.num_traces  # the dataset's own count (it may have been made apart)
         summary = {"settings": settings, "events": results}
     refresh(work, results)
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
