@@ -324,7 +324,7 @@ class ProposalLSTM(nn.Module):
     def log_q(self, layout: TypeLayout, values: Tensor, params: Tensor, obs_embedding: Tensor) -> Tensor:
         """log q(trace) per trace [B] for a minibatch of one trace type. The same as
         `log_q_per_site`, with same-shape layers of many sites run as one batched op: a tau-decay
-        type has 13 to 33 sites but only a handful of head kinds and two feature sizes."""
+        type has tens of sites but only a handful of head kinds and two feature sizes."""
         n = len(values)
         if len(layout) == 0:
             return torch.zeros(n, device=values.device)
@@ -333,8 +333,8 @@ class ProposalLSTM(nn.Module):
         # Each group's values and parameters as [G * B, size] rows, site after site.
         rows = []
         for g in plan.groups:
-            v = values[:, g.value_columns].transpose(0, 1).reshape(-1, g.value_columns.shape[1])
-            p = params[:, g.param_columns].transpose(0, 1).reshape(-1, g.param_columns.shape[1])
+            v = values[:, g.value_columns].transpose(0, 1).reshape(len(g.keys) * n, g.value_columns.shape[1])
+            p = params[:, g.param_columns].transpose(0, 1).reshape(len(g.keys) * n, g.param_columns.shape[1])
             rows.append((v, p))
         # Per step, this site's address and type embedding (what the LSTM input calls "this draw").
         address = torch.stack([self.address_embeddings[k] for k in plan.keys])
@@ -348,7 +348,7 @@ class ProposalLSTM(nn.Module):
                 if g.previous:
                     used = g.previous * n
                     head = self.heads[g.keys[0]]
-                    feats[i] = head.features(p[:used], v[:used]).reshape(g.previous, n, -1)
+                    feats[i] = head.features(p[:used], v[:used]).reshape(g.previous, n, head.feature_size())
             embedded = [
                 _stacked_linear(
                     [self.value_embeddings[k] for k in e.keys], torch.cat([feats[i] for i in e.members])
@@ -359,8 +359,9 @@ class ProposalLSTM(nn.Module):
             prev = torch.cat([prev, torch.cat([value_emb, current[:-1]], -1)])
         obs = obs_embedding.unsqueeze(0).expand(steps, n, -1)
         out, _ = self.lstm(torch.cat([obs, prev, current], -1))
-        # Every head's first layer has one shape (hidden -> hidden): all sites at once, group after
-        # group, then a split into the groups (whose gradient is one concatenation).
+        # A head's `layer` is Linear, ReLU, Linear, and every first Linear is hidden -> hidden: all
+        # sites at once, group after group, then a split into the groups (whose gradient is one
+        # concatenation).
         out = out.index_select(0, plan.by_group)
         hidden = torch.relu(_stacked_linear([self.heads[k].layer[0] for k in plan.keys_by_group], out))
         log_probs = []
@@ -369,7 +370,7 @@ class ProposalLSTM(nn.Module):
         ):
             heads = [self.heads[k] for k in g.keys]
             raw = _stacked_linear([head.layer[2] for head in heads], h)
-            log_probs.append(heads[0].log_prob(raw.reshape(len(heads) * n, -1), p, v))
+            log_probs.append(heads[0].log_prob(raw.reshape(len(heads) * n, raw.shape[-1]), p, v))
         return torch.cat(log_probs).reshape(steps, n).sum(0)
 
     def log_q_per_site(
