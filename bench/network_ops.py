@@ -2,7 +2,7 @@
 aten ops and milliseconds per training step on tau_decay minibatches, side by side in one run.
 Prints one line per figure, the ratios, and one JSON object at the end.
 
-    python bench/network_ops.py [--traces 2000] [--batch-sizes 8 64] [--per-type 2] [--repeats 3]
+    python bench/network_ops.py [--traces 2000] [--batch-sizes 8 64] [--per-type 2] [--repeats 5]
 
 A small tau_decay prior dataset is made first; every figure uses the same minibatches: two of
 each trace type the dataset holds enough of (9 to 33 controlled draws), so a mean weighs every
@@ -66,35 +66,33 @@ def count_ops(net: ProposalLSTM, mode: str, batch: PreparedBatch) -> tuple[int, 
     return fwd, bwd
 
 
-def time_steps(
-    net: ProposalLSTM, mode: str, batches: list[PreparedBatch], repeats: int
-) -> tuple[float, float]:
-    """Median milliseconds per step over the batches: whole loss, and log q with the observation
-    embedding made beforehand."""
-    log_q = log_q_of(net, mode)
+def time_steps(net: ProposalLSTM, batches: list[PreparedBatch], repeats: int) -> dict[str, dict[str, float]]:
+    """Median milliseconds per step over the batches, per mode: `step_ms` the whole loss,
+    `log_q_ms` log q on the observation embedding made beforehand. The modes take turns within
+    each repeat, so a drift of the machine's speed falls on both alike."""
     with torch.no_grad():
         embedded = [net.embed_observations(b.observations) for b in batches]
 
-    def whole(b: PreparedBatch, _: torch.Tensor) -> torch.Tensor:
-        return -log_q(b.group.layout, b.values, b.params, net.embed_observations(b.observations)).mean()
-
-    def only_log_q(b: PreparedBatch, emb: torch.Tensor) -> torch.Tensor:
-        return -log_q(b.group.layout, b.values, b.params, emb).mean()
-
-    figures = []
-    for loss_of in (whole, only_log_q):
-        for b, emb in zip(batches, embedded, strict=True):  # warm-up: plans, allocator
+    def one_pass(mode: str, whole: bool) -> float:
+        log_q = log_q_of(net, mode)
+        t0 = time.perf_counter()
+        for b, emb in zip(batches, embedded, strict=True):
             net.zero_grad(set_to_none=True)
-            loss_of(b, emb).backward()
-        runs = []
+            obs_emb = net.embed_observations(b.observations) if whole else emb
+            (-log_q(b.group.layout, b.values, b.params, obs_emb).mean()).backward()
+        return (time.perf_counter() - t0) * 1000 / len(batches)
+
+    figures: dict[str, dict[str, float]] = {m: {} for m in MODES}
+    for figure, whole in (("step_ms", True), ("log_q_ms", False)):
+        for mode in MODES:
+            one_pass(mode, whole)  # warm-up: plans, allocator
+        runs: dict[str, list[float]] = {m: [] for m in MODES}
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            for b, emb in zip(batches, embedded, strict=True):
-                net.zero_grad(set_to_none=True)
-                loss_of(b, emb).backward()
-            runs.append((time.perf_counter() - t0) * 1000 / len(batches))
-        figures.append(statistics.median(runs))
-    return figures[0], figures[1]
+            for mode in MODES:
+                runs[mode].append(one_pass(mode, whole))
+        for mode in MODES:
+            figures[mode][figure] = statistics.median(runs[mode])
+    return figures
 
 
 def pick_batches(groups: list[TypeGroup], size: int, per_type: int, seed: int) -> list[PreparedBatch]:
@@ -113,7 +111,7 @@ def main() -> None:
     ap.add_argument("--traces", type=int, default=2000, help="prior traces in the dataset")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--per-type", type=int, default=2, help="minibatches per trace type and batch size")
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes over the minibatches")
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes over the minibatches")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args()
     if args.threads:
@@ -128,8 +126,9 @@ def main() -> None:
         sizes = sorted({len(b.group.layout) for b in batches})
         row: dict[str, Any] = {"minibatches": len(batches), "sites": sizes}
         ops: dict[str, dict[int, list[tuple[int, int]]]] = {}
+        times = time_steps(net, batches, args.repeats)  # warms the plans too
         for mode in MODES:
-            step_ms, log_q_ms = time_steps(net, mode, batches, args.repeats)  # warms the plans too
+            step_ms, log_q_ms = times[mode]["step_ms"], times[mode]["log_q_ms"]
             ops[mode] = {}
             for b in batches:
                 ops[mode].setdefault(len(b.group.layout), []).append(count_ops(net, mode, b))
