@@ -12,7 +12,11 @@ so the existing parameters keep their optimizer state. The shared parts (observa
 type embeddings, LSTM) are made once.
 
 Training runs a whole minibatch of one trace type as one `nn.LSTM` call over the sequence;
-inference steps many traces, each at its own address, as one batched cell step (`step`).
+inference steps many traces, each at its own address, as one batched cell step (`step`). Around
+that LSTM call, training batches across the addresses of a trace type too (`log_q`): addresses
+whose heads have the same kind (class, distribution, sizes) form a group, and each group's value
+embeddings and heads run as one batched matmul on stacked weights, so a training step launches a
+few ops per group instead of a few dozen per address.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +84,64 @@ class _SiteLayers:
     params: list[nn.Parameter] = field(default_factory=list)
 
 
+def _head_kind(head: ProposalHead) -> tuple[object, ...]:
+    """What two heads must share to run as one: the same math (class, and the prior type where
+    the class branches on it) and the same shapes of parameters, values, features and layers."""
+    return (
+        type(head),
+        getattr(head, "dist_type", None),
+        head.value_size,
+        head.param_size,
+        head.components,
+        getattr(head, "categories", None),
+        head.feature_size(),
+    )
+
+
+def _stacked_linear(layers: Sequence[nn.Linear], x: Tensor) -> Tensor:
+    """G linear layers of one shape applied to their own rows, x [G, B, in] -> [G, B, out], as one
+    batched matmul. The weights are stacked on every call: they are the parameters being trained.
+    Computed as (W x^T)^T so that the stacked weight's gradient comes out contiguous and each
+    weight's slice of it is its gradient as is (x W^T would copy every one of them)."""
+    weight = torch.stack([m.weight for m in layers])
+    bias = torch.stack([m.bias for m in layers])
+    return torch.baddbmm(bias.unsqueeze(2), weight, x.mT).mT
+
+
+@dataclass(frozen=True)
+class _SiteGroup:
+    """Sites of one layout whose heads have one kind (`_head_kind`), in layout order."""
+
+    keys: tuple[str, ...]
+    value_columns: Tensor  # [G, value_size] their columns of the dense value rows
+    param_columns: Tensor  # [G, param_size] their columns of the dense parameter rows
+    previous: int  # how many of them feed a next step: all but the layout's last site
+
+
+@dataclass(frozen=True)
+class _EmbeddingSet:
+    """Groups whose value features have one size, so their value embeddings (linears of one
+    shape) run as one: the feeding sites of each member group, member after member."""
+
+    members: tuple[int, ...]  # indices into the plan's groups
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _LayoutPlan:
+    """What `log_q` needs of a layout beyond the batch: it depends on the layout only, so it is
+    made once per layout and device and the per-step Python work stays small."""
+
+    keys: tuple[str, ...]
+    dist_types: Tensor  # [L] each site's distribution type
+    groups: tuple[_SiteGroup, ...]
+    by_group: Tensor  # [L] the layout's steps, group after group
+    keys_by_group: tuple[str, ...]  # their sites' keys
+    embedding_sets: tuple[_EmbeddingSet, ...]
+    # The previous-value embeddings come out set after set; this puts them in step order.
+    previous_order: Tensor  # [L - 1]
+
+
 class ProposalLSTM(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -112,6 +175,7 @@ class ProposalLSTM(nn.Module):
         self.value_embeddings = nn.ModuleDict()
         self.heads = nn.ModuleDict()
         self.sites: dict[str, Site] = {}
+        self._plans: dict[tuple[str, torch.device], _LayoutPlan] = {}
 
     # --- sites ---------------------------------------------------------------------------------
     def add_site(self, site: Site) -> list[nn.Parameter]:
@@ -212,8 +276,108 @@ class ProposalLSTM(nn.Module):
         return z, z.clone()
 
     # --- training ------------------------------------------------------------------------------
+    def _plan(self, layout: TypeLayout, device: torch.device) -> _LayoutPlan:
+        cache_key = (layout.key, device)
+        plan = self._plans.get(cache_key)
+        if plan is not None:
+            return plan
+        keys = tuple(s.key for s in layout.sites)
+        vo, po = layout.value_offsets, layout.param_offsets
+        by_kind: dict[tuple[object, ...], list[int]] = {}
+        for t, key in enumerate(keys):
+            by_kind.setdefault(_head_kind(self.heads[key]), []).append(t)
+        kinds = list(by_kind.values())
+
+        def index(rows: list[Any]) -> Tensor:
+            return torch.tensor(rows, dtype=torch.long, device=device)
+
+        groups = tuple(
+            _SiteGroup(
+                keys=tuple(keys[t] for t in steps),
+                value_columns=index([list(range(vo[t], vo[t + 1])) for t in steps]),
+                param_columns=index([list(range(po[t], po[t + 1])) for t in steps]),
+                previous=len(steps) - int(steps[-1] == len(keys) - 1),
+            )
+            for steps in kinds
+        )
+        by_size: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            if g.previous:
+                by_size.setdefault(self.heads[g.keys[0]].feature_size(), []).append(i)
+        sets = tuple(
+            _EmbeddingSet(tuple(m), tuple(k for i in m for k in groups[i].keys[: groups[i].previous]))
+            for m in by_size.values()
+        )
+        feeding = [t for e in sets for i in e.members for t in kinds[i][: groups[i].previous]]
+        plan = _LayoutPlan(
+            keys=keys,
+            dist_types=index([s.dist_type for s in layout.sites]),
+            groups=groups,
+            by_group=index([t for steps in kinds for t in steps]),
+            keys_by_group=tuple(keys[t] for steps in kinds for t in steps),
+            embedding_sets=sets,
+            previous_order=index(sorted(range(len(feeding)), key=feeding.__getitem__)),
+        )
+        self._plans[cache_key] = plan
+        return plan
+
     def log_q(self, layout: TypeLayout, values: Tensor, params: Tensor, obs_embedding: Tensor) -> Tensor:
-        """log q(trace) per trace [B] for a minibatch of one trace type."""
+        """log q(trace) per trace [B] for a minibatch of one trace type. The same as
+        `log_q_per_site`, with same-shape layers of many sites run as one batched op: a tau-decay
+        type has tens of sites but only a handful of head kinds and two feature sizes."""
+        n = len(values)
+        if len(layout) == 0:
+            return torch.zeros(n, device=values.device)
+        plan = self._plan(layout, values.device)
+        steps = len(plan.keys)
+        # Each group's values and parameters as [G * B, size] rows, site after site.
+        rows = []
+        for g in plan.groups:
+            v = values[:, g.value_columns].transpose(0, 1).reshape(len(g.keys) * n, g.value_columns.shape[1])
+            p = params[:, g.param_columns].transpose(0, 1).reshape(len(g.keys) * n, g.param_columns.shape[1])
+            rows.append((v, p))
+        # Per step, this site's address and type embedding (what the LSTM input calls "this draw").
+        address = torch.stack([self.address_embeddings[k] for k in plan.keys])
+        site_emb = torch.cat([address, self.dist_embedding.weight[plan.dist_types]], -1)
+        current = site_emb.unsqueeze(1).expand(steps, n, -1)
+        # Teacher forcing: the input at step t holds site t - 1's value, known before the LSTM runs.
+        prev = self.start.expand(1, n, -1)
+        if steps > 1:
+            feats: dict[int, Tensor] = {}
+            for i, (g, (v, p)) in enumerate(zip(plan.groups, rows, strict=True)):
+                if g.previous:
+                    used = g.previous * n
+                    head = self.heads[g.keys[0]]
+                    feats[i] = head.features(p[:used], v[:used]).reshape(g.previous, n, head.feature_size())
+            embedded = [
+                _stacked_linear(
+                    [self.value_embeddings[k] for k in e.keys], torch.cat([feats[i] for i in e.members])
+                )
+                for e in plan.embedding_sets
+            ]
+            value_emb = torch.cat(embedded).index_select(0, plan.previous_order)
+            prev = torch.cat([prev, torch.cat([value_emb, current[:-1]], -1)])
+        obs = obs_embedding.unsqueeze(0).expand(steps, n, -1)
+        out, _ = self.lstm(torch.cat([obs, prev, current], -1))
+        # A head's `layer` is Linear, ReLU, Linear, and every first Linear is hidden -> hidden: all
+        # sites at once, group after group, then a split into the groups (whose gradient is one
+        # concatenation).
+        out = out.index_select(0, plan.by_group)
+        hidden = torch.relu(_stacked_linear([self.heads[k].layer[0] for k in plan.keys_by_group], out))
+        log_probs = []
+        for g, (v, p), h in zip(
+            plan.groups, rows, hidden.split([len(g.keys) for g in plan.groups]), strict=True
+        ):
+            heads = [self.heads[k] for k in g.keys]
+            raw = _stacked_linear([head.layer[2] for head in heads], h)
+            log_probs.append(heads[0].log_prob(raw.reshape(len(heads) * n, raw.shape[-1]), p, v))
+        return torch.cat(log_probs).reshape(steps, n).sum(0)
+
+    def log_q_per_site(
+        self, layout: TypeLayout, values: Tensor, params: Tensor, obs_embedding: Tensor
+    ) -> Tensor:
+        """`log_q` one site at a time, as the inference path steps: the reference the grouped
+        `log_q` is tested against."""
         n = len(values)
         if len(layout) == 0:
             return torch.zeros(n, device=values.device)
