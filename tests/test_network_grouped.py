@@ -10,6 +10,7 @@ import torch
 
 from probexec.data import TypeGroup
 from probexec.nn.network import ProposalLSTM
+from probexec.nn.stacked import StackedSites
 from probexec.nn.training import build_network, prepare
 from test_ic import make_dataset
 
@@ -56,3 +57,41 @@ def test_grouped_log_q_and_gradients_equal_per_site(sim, tmp_path):
         assert group_sizes == [[17]]
     if sim == "tau_decay":  # Uniform, Categorical, Normal and Poisson sites: groups of several sizes
         assert all(len(s) == 4 and s[-1] >= 5 and s[0] == 1 for s in group_sizes), group_sizes
+
+
+@pytest.mark.parametrize("sim", ["branching", "tau_decay"])
+def test_stacked_inference_tables_equal_each_address_own_layers(sim, tmp_path):
+    """IC rounds run every address's layers from stacked tables (`StackedSites`); for rows at many
+    addresses at once they must give each address's own input, and a log q that the address's
+    own head gives the drawn value."""
+    torch.manual_seed(0)
+    groups = list(make_dataset(tmp_path / sim, sim, 200).iter_groups())
+    net = build_network(sim, groups).eval()
+    tables = StackedSites(net)
+    # One row per site of every layout, in a shuffled order: many addresses and kinds per call.
+    rows = [(g, t) for g in groups for t in range(len(g.layout))]
+    rows = [rows[i] for i in np.random.default_rng(1).permutation(len(rows))]
+    keys = [g.layout.sites[t].key for g, t in rows]
+    vo = [g.layout.value_offsets for g, _ in rows]
+    po = [g.layout.param_offsets for g, _ in rows]
+    values = [g.values[0, o[t] : o[t + 1]].astype(np.float32) for (g, t), o in zip(rows, vo, strict=True)]
+    params = [g.params[0, o[t] : o[t + 1]].astype(np.float32) for (g, t), o in zip(rows, po, strict=True)]
+    assert len(set(keys)) >= 2
+    if sim == "tau_decay":  # several head kinds in one call
+        assert len({tables.kind_of[tables.index[k]] for k in keys}) >= 3
+    sites = [tables.index[k] for k in keys]
+    with torch.no_grad():
+        prev = tables.previous(sites, params, values)
+        for r, k in enumerate(keys):
+            one = net.previous_input(k, torch.from_numpy(params[r][None]), torch.from_numpy(values[r][None]))
+            torch.testing.assert_close(prev[r], one[0])
+            torch.testing.assert_close(tables.current([sites[r]])[0], net.current_input(k, 1)[0])
+        hidden = torch.randn(len(rows), net.config.hidden)
+        parts = tables.draw(sites, hidden, params, torch.Generator().manual_seed(0))
+        assert sorted(r for p in parts for r in p.rows) == list(range(len(rows)))
+        for part in parts:
+            for j, r in enumerate(part.rows):
+                head = net.heads[keys[r]]
+                v = torch.from_numpy(part.values[j][None].astype(np.float32))
+                own = head.log_prob(head.raw(hidden[r][None]), torch.from_numpy(params[r][None]), v)
+                assert part.log_q[j] == pytest.approx(float(own[0]), rel=1e-4, abs=1e-4)

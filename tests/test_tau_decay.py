@@ -251,3 +251,32 @@ def test_fixed_spots_make_the_image_likelihood_a_function_of_the_controlled_draw
     assert np.ptp(fixed) == 0.0, fixed
     nudged = reruns("tau_decay_fixed_spots", px_shift=1e-4, n=1)
     assert abs(nudged[0] - fixed[0]) < 0.05 * random_spots.std()
+
+
+def test_wide_observation_rows_score_and_reorder_like_the_generic_path():
+    """The calorimeter row (24 500 values) takes the slice-and-in-place path in `select` and
+    `log_prob`; it must give what torch's Normal gives and move with its trace."""
+    import torch
+
+    from probexec.remote import RemoteModel
+    from probexec.trace import OBSERVE
+
+    with RemoteModel("tau_decay") as m:
+        batch = m.stream(6, seed=5)
+    lp = batch.log_prob()
+    rows = np.nonzero(batch.kind == OBSERVE)[0]
+    wide = [r for r in rows if batch.value_offsets[r + 1] - batch.value_offsets[r] >= 1024]
+    assert len(wide) == 6
+    for r in wide:
+        v = batch.values[batch.value_offsets[r] : batch.value_offsets[r + 1]]
+        p = batch.params[batch.param_offsets[r] : batch.param_offsets[r + 1]]
+        loc, scale = torch.from_numpy(p[: len(v)]), torch.from_numpy(p[len(v) :])
+        expected = torch.distributions.Normal(loc, scale).log_prob(torch.from_numpy(v)).sum().item()
+        assert lp[r] == pytest.approx(expected, rel=1e-12, abs=1e-9)
+    order = np.array([4, 1, 5, 0, 3, 2])
+    moved = batch.select(order)
+    np.testing.assert_allclose(moved.log_likelihood(), batch.log_likelihood()[order], rtol=1e-12)
+    for new, old in enumerate(order):
+        np.testing.assert_array_equal(
+            moved.values_of("calorimeter")[new], batch.values_of("calorimeter")[old]
+        )

@@ -29,6 +29,7 @@ from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.handlers import Condition, PriorProposal
 from probexec.inference.result import Posterior
 from probexec.nn.network import ProposalLSTM
+from probexec.nn.stacked import StackedSites
 from probexec.stepping import PendingDraw, TraceStepper
 from probexec.trace import FLAG_REPLACE, TraceBatch, TraceBatchBuilder, flatten_params
 
@@ -44,8 +45,9 @@ class _Slot:
     """What one in-flight trace carries between network steps."""
 
     stepper: TraceStepper
-    prev: tuple[str, torch.Tensor, torch.Tensor] | None = None  # key, params [1,P], value [1,V]
-    cached: dict[str, torch.Tensor] = field(default_factory=dict)  # replace key -> head input row
+    # The previous proposed draw: site index, prior parameters [P] and value [V] (float32).
+    prev: tuple[int, np.ndarray, np.ndarray] | None = None
+    cached: dict[str, torch.Tensor] = field(default_factory=dict)  # replace key -> LSTM output row
     log_q: dict[str, float] = field(default_factory=dict)  # key -> log q of its last draw
     log_qs: list[dict[str, float]] = field(default_factory=list)  # per finished trace
 
@@ -98,6 +100,7 @@ class ICDriver:
             self.slots.append(_Slot(stepper))
         hidden = self.net.config.hidden
         layers = self.net.config.lstm_layers
+        self.tables = StackedSites(self.net)
         self.h = torch.zeros(layers, len(self.slots), hidden, device=self.device)
         self.c = torch.zeros_like(self.h)
         self.stats = ICStats()
@@ -105,91 +108,71 @@ class ICDriver:
     # --- one network round over every pending draw -----------------------------------------------
     @torch.no_grad()
     def _propose(self, slots: list[int]) -> None:
-        net, dev = self.net, self.device
+        """One LSTM step for every pending draw that needs one (a rejection loop's later
+        iterations reuse the output of its first), then every proposal drawn from the stacked
+        per-address tables (`StackedSites`): a fixed number of batched ops per round, whatever
+        the number of traces and addresses in it."""
+        net, dev, tables = self.net, self.device, self.tables
         step_rows: list[int] = []
         reuse: list[int] = []
+        keys: dict[int, str] = {}
         for i in slots:
             s = self.slots[i]
             p = s.stepper.pending
             assert p is not None
             key = _site_key(p)
-            if key not in net.sites:
+            if key not in tables.index:
                 self.stats.prior_fallbacks += 1
                 self.stats.unknown_addresses.add(p.name or key)
                 s.stepper.post(sample_wire(p.dist_type, p.params, self.rng))
                 continue
-            if p.replace and key in s.cached:
-                reuse.append(i)
-            else:
-                step_rows.append(i)
-        outs: dict[int, torch.Tensor] = {}
+            keys[i] = key
+            (reuse if p.replace and key in s.cached else step_rows).append(i)
+        if not keys:
+            return
+        outs: list[torch.Tensor] = []
         if step_rows:
             idx = torch.tensor(step_rows, device=dev)
-            prev = torch.empty(len(step_rows), net.prev_size, device=dev)
-            by_prev: dict[str, list[int]] = {}
-            for j, i in enumerate(step_rows):
-                pv = self.slots[i].prev
-                if pv is None:
-                    prev[j] = net.start
-                else:
-                    by_prev.setdefault(pv[0], []).append(j)
-            for key, js in by_prev.items():
-                ps = torch.cat([self.slots[step_rows[j]].prev[1] for j in js])  # type: ignore[index]
-                vs = torch.cat([self.slots[step_rows[j]].prev[2] for j in js])  # type: ignore[index]
-                prev[js] = net.previous_input(key, ps, vs)
-            cur = torch.stack(
-                [net.current_input(_site_key(self.slots[i].stepper.pending), 1)[0] for i in step_rows]
-            )  # type: ignore[arg-type]
+            prev = net.start.expand(len(step_rows), -1).clone()
+            after = [j for j, i in enumerate(step_rows) if self.slots[i].prev is not None]
+            if after:
+                pv = [self.slots[step_rows[j]].prev for j in after]
+                prev[torch.tensor(after, device=dev)] = tables.previous(
+                    [q[0] for q in pv],  # type: ignore[index]
+                    [q[1] for q in pv],  # type: ignore[index]
+                    [q[2] for q in pv],  # type: ignore[index]
+                )
+            cur = tables.current([tables.index[keys[i]] for i in step_rows])
             x = torch.cat([self.obs_embedding.expand(len(step_rows), -1), prev, cur], -1)
             out, (h, c) = net.step(x, (self.h[:, idx], self.c[:, idx]))
             self.h[:, idx], self.c[:, idx] = h, c
             self.stats.steps += 1
             self.stats.batch_sizes.append(len(step_rows))
-            for j, i in enumerate(step_rows):
-                outs[i] = out[j]
-        for i in reuse:
-            outs[i] = self.slots[i].cached[_site_key(self.slots[i].stepper.pending)]  # type: ignore[arg-type]
-        # Heads, grouped by address.
-        by_key: dict[str, list[int]] = {}
-        for i in outs:
-            by_key.setdefault(_site_key(self.slots[i].stepper.pending), []).append(i)  # type: ignore[arg-type]
-        for key, rows in by_key.items():
-            head = net.heads[key]
-            h_in = torch.stack([outs[i] for i in rows])
-            raw = head.raw(h_in)
-            pend = [self.slots[i].stepper.pending for i in rows]
-            params = (
-                torch.from_numpy(
-                    np.stack(
-                        [
-                            flatten_params(
-                                p.dist_type, p.params, np.zeros(value_shape(p.dist_type, p.params))
-                            )
-                            for p in pend
-                        ]
-                    )  # type: ignore[union-attr]
-                )
-                .float()
-                .to(dev)
-            )
-            if params.shape[1] != head.param_size:
-                raise ValueError(
-                    f"address {key}: the network expects {head.param_size} prior parameters, the simulator sent {params.shape[1]}"
-                )
-            values = head.sample(raw, params, self.gen)
-            log_q = head.log_prob(raw, params, values).double().cpu().numpy()
-            vals = values.double().cpu().numpy()
-            for j, i in enumerate(rows):
+            outs.append(out)
+        if reuse:
+            outs.append(torch.stack([self.slots[i].cached[keys[i]] for i in reuse]))
+        rows = step_rows + reuse
+        hidden = torch.cat(outs) if len(outs) > 1 else outs[0]
+        pend = [self.slots[i].stepper.pending for i in rows]
+        params = [
+            flatten_params(p.dist_type, p.params, np.zeros(value_shape(p.dist_type, p.params)))  # type: ignore[union-attr]
+            for p in pend
+        ]
+        sites = [tables.index[keys[i]] for i in rows]
+        for part in tables.draw(sites, hidden, params, self.gen):
+            for j, r in enumerate(part.rows):
+                i = rows[r]
                 s = self.slots[i]
-                p = pend[j]
+                p = pend[r]
+                key = keys[i]
                 if p.replace and key not in s.cached:  # type: ignore[union-attr]
-                    s.cached[key] = outs[i]
-                s.log_q[key] = float(log_q[j])
-                s.prev = (key, params[j : j + 1], values[j : j + 1])
+                    s.cached[key] = hidden[r]
+                s.log_q[key] = float(part.log_q[j])
+                s.prev = (sites[r], part.params[j], part.values[j].astype(np.float32))
                 shape = value_shape(p.dist_type, p.params)  # type: ignore[union-attr]
-                v = float(vals[j, 0]) if shape == () else vals[j].reshape(shape)
+                v = float(part.values[j, 0]) if shape == () else part.values[j].reshape(shape)
                 s.stepper.post(v)
-        self.stats.network_draws += len(outs)
+        self.stats.network_draws += len(rows)
 
     def _gather(self, slots: list[int]) -> None:
         """Waits until each of `slots` has a pending draw or has ended its trace, answering their

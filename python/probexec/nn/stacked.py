@@ -1,0 +1,153 @@
+"""A `ProposalLSTM`'s per-address layers stacked into tables, for inference rounds.
+
+An IC round holds one pending draw per trace in flight, at as many different addresses. Calling
+each address's layers on its own rows costs a few dozen small ops per address and round, which on
+a GPU are as many kernel launches; with 64 traces in flight that, not the arithmetic, limits
+inference. The weights do not change during inference, so they are stacked once here: a round
+gathers every row's weights by its address index and runs each layer as one batched matmul. Only
+the proposal's own math (`features`, `sample`, `log_prob`) runs once per head kind (class,
+distribution and sizes), of which a simulator has a handful.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from probexec.nn.network import ProposalLSTM, _head_kind
+from probexec.nn.proposals import ProposalHead
+
+
+def _gathered_linear(weight: Tensor, bias: Tensor, rows: Tensor, x: Tensor) -> Tensor:
+    """Row r through linear layer `rows[r]` of the stacked (weight [S, out, in], bias [S, out])."""
+    return torch.baddbmm(bias[rows].unsqueeze(-1), weight[rows], x.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass
+class _Kind:
+    """Heads that share their math: the first one computes for all; their last layers stacked."""
+
+    head: ProposalHead
+    weight: Tensor  # [S_k, outputs, hidden]
+    bias: Tensor  # [S_k, outputs]
+    embed_weight: Tensor  # [S_k, value_dim, feature_size]: the value embeddings of its sites
+    embed_bias: Tensor  # [S_k, value_dim]
+
+
+@dataclass
+class HeadDraws:
+    """One head kind's share of a round: which rows, their values and log q (on the CPU)."""
+
+    rows: list[int]
+    values: np.ndarray  # [r, value_size] float64
+    log_q: np.ndarray  # [r] float64
+    params: np.ndarray  # [r, param_size] float32: the rows' prior parameters as the network saw them
+
+
+class StackedSites:
+    """The per-address layers of `net` (address embeddings, value embeddings, heads) as tables."""
+
+    def __init__(self, net: ProposalLSTM) -> None:
+        self.net = net
+        keys = list(net.sites)
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.device = net.start.device
+        kinds: dict[tuple[object, ...], list[int]] = {}
+        for i, k in enumerate(keys):
+            kinds.setdefault(_head_kind(net.heads[k]), []).append(i)
+        self.kind_of = np.zeros(len(keys), np.int64)
+        local = np.zeros(len(keys), np.int64)
+        self.kinds: list[_Kind] = []
+        with torch.no_grad():
+            if keys:
+                types = torch.tensor([net.sites[k].dist_type for k in keys], device=self.device)
+                address = torch.stack([net.address_embeddings[k] for k in keys])
+                self.site_input = torch.cat([address, net.dist_embedding.weight[types]], -1)
+                self.w0 = torch.stack([net.heads[k].layer[0].weight for k in keys])
+                self.b0 = torch.stack([net.heads[k].layer[0].bias for k in keys])
+            for j, sites in enumerate(kinds.values()):
+                self.kind_of[sites] = j
+                local[sites] = np.arange(len(sites))
+                heads = [net.heads[keys[i]] for i in sites]
+                embeds = [net.value_embeddings[keys[i]] for i in sites]
+                self.kinds.append(
+                    _Kind(
+                        heads[0],
+                        torch.stack([h.layer[2].weight for h in heads]),
+                        torch.stack([h.layer[2].bias for h in heads]),
+                        torch.stack([e.weight for e in embeds]),
+                        torch.stack([e.bias for e in embeds]),
+                    )
+                )
+        self.local = torch.from_numpy(local).to(self.device)
+        self._local_np = local
+        self.keys = keys
+
+    def _by_kind(self, sites: Sequence[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for r, kind in enumerate(self.kind_of[np.asarray(sites, dtype=np.int64)].tolist()):
+            out.setdefault(kind, []).append(r)
+        return out
+
+    def _tensor(self, rows: Sequence[np.ndarray]) -> Tensor:
+        return torch.from_numpy(_stack32(rows)).to(self.device)
+
+    def current(self, sites: Sequence[int]) -> Tensor:
+        """[R, address + type embedding]: the "this draw" part of each row's LSTM input."""
+        return self.site_input[torch.as_tensor(np.asarray(sites), device=self.device)]
+
+    def previous(
+        self, sites: Sequence[int], params: Sequence[np.ndarray], values: Sequence[np.ndarray]
+    ) -> Tensor:
+        """[R, prev_size]: the "previous draw" part of each row's input, from the site, prior
+        parameters and value of the row's previous draw."""
+        out = torch.empty(len(sites), self.net.prev_size, device=self.device)
+        for kind, rows in self._by_kind(sites).items():
+            k = self.kinds[kind]
+            p = self._tensor([params[r] for r in rows])
+            v = self._tensor([values[r] for r in rows])
+            site_rows = [sites[r] for r in rows]
+            at = torch.as_tensor(self._local_np[site_rows], device=self.device)
+            emb = _gathered_linear(k.embed_weight, k.embed_bias, at, k.head.features(p, v))
+            idx = torch.as_tensor(rows, device=self.device)
+            out[idx] = torch.cat([emb, self.current(site_rows)], -1)
+        return out
+
+    def draw(
+        self,
+        sites: Sequence[int],
+        hidden: Tensor,
+        params: Sequence[np.ndarray],
+        generator: torch.Generator | None = None,
+    ) -> list[HeadDraws]:
+        """Samples every row's value from its address's proposal given the LSTM output `hidden`
+        [R, H], with its log q; one `sample` and `log_prob` call per head kind."""
+        idx = torch.as_tensor(np.asarray(sites), device=self.device)
+        h = torch.relu(_gathered_linear(self.w0, self.b0, idx, hidden))
+        out = []
+        for kind, rows in self._by_kind(sites).items():
+            k = self.kinds[kind]
+            for r in rows:
+                if len(params[r]) != k.head.param_size:
+                    raise ValueError(
+                        f"address {self.keys[sites[r]]}: the network expects {k.head.param_size} prior "
+                        f"parameters, the simulator sent {len(params[r])}"
+                    )
+            at = torch.as_tensor(rows, device=self.device)
+            raw = _gathered_linear(k.weight, k.bias, self.local[idx[at]], h[at])
+            p32 = _stack32([params[r] for r in rows])
+            p = torch.from_numpy(p32).to(self.device)
+            values = k.head.sample(raw, p, generator)
+            log_q = k.head.log_prob(raw, p, values)
+            # One copy back per kind (a copy from a GPU waits for it).
+            both = torch.cat([values.double(), log_q.double().unsqueeze(-1)], -1).cpu().numpy()
+            out.append(HeadDraws(rows, both[:, :-1], both[:, -1], p32))
+        return out
+
+
+def _stack32(rows: Sequence[np.ndarray]) -> np.ndarray:
+    return np.stack(rows).astype(np.float32, copy=False)
