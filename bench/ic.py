@@ -2,7 +2,7 @@
 traces/s with the LSTM steps of many traces batched against one trace at a time, side by side in
 one run. Prints one line per figure and one JSON object at the end.
 
-    python bench/ic.py [--quick] [--devices cpu cuda] [--tau-data DIR] [--in-flight 16]
+    python bench/ic.py [--quick] [--devices cpu cuda] [--ic-devices cpu cuda] [--tau-data DIR] [--in-flight 16]
 
 Training runs offline on a small prior dataset made first (so simulator speed is not measured),
 for a fixed number of traces after a warm-up; `wait` is the share of the training time spent
@@ -15,6 +15,7 @@ traces in flight (one network step for all of them per round), `one_at_a_time` k
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import shutil
 import subprocess
@@ -115,7 +116,9 @@ def bench_training(
     }
 
 
-def bench_inference(name: str, net_path: Path, device: str, n: int, in_flight: int) -> dict:
+def bench_inference(
+    name: str, net_path: Path, device: str, n: int, in_flight: int, profile: str | None = None
+) -> dict:
     from probexec.nn import load_checkpoint
 
     info = get_simulator(name)
@@ -126,7 +129,13 @@ def bench_inference(name: str, net_path: Path, device: str, n: int, in_flight: i
         observe = {o: obs.values_of(o)[0] for o in info.observed}
         for label, k, m in (("batched", in_flight, n), ("one_at_a_time", 1, max(n // 4, 20))):
             ic_posterior(net, pool.models[:k], min(k, m), observe, seed=1, device=device)  # warm-up
+            prof = cProfile.Profile() if profile and label == "batched" else None
+            if prof is not None:
+                prof.enable()
             post = ic_posterior(net, pool.models[:k], m, observe, seed=2, device=device)
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(f"{profile}-{name}-{device}.prof")
             done = post.num_traces + post.dropped
             out[label] = {
                 "traces": done,
@@ -148,6 +157,12 @@ def main() -> None:
     ap.add_argument("--tau-traces", type=int, default=3000, help="size of the tau dataset made first")
     ap.add_argument("--tau-batch", type=int, nargs="+", default=[256], help="tau batch sizes on GPU")
     ap.add_argument("--in-flight", type=int, default=16)
+    ap.add_argument(
+        "--ic-devices", nargs="+", help="devices IC inference runs on (default: the last of --devices)"
+    )
+    ap.add_argument(
+        "--profile-ic", help="write a cProfile of each batched IC run to PREFIX-MODEL-DEVICE.prof"
+    )
     ap.add_argument("--threads", type=int, help="CPU threads for training (default: half the cores)")
     args = ap.parse_args()
     k = 0.1 if args.quick else 1.0
@@ -180,16 +195,18 @@ def main() -> None:
                         f"{r['parameters'] / 1e6:.2f} M parameters, waiting for data {100 * r['wait_fraction']:.0f} %{busy})",
                         flush=True,
                     )
-            device = args.devices[-1]
             n = int((2000 if not tau else 400) * k) or 50
-            r = bench_inference(name, root / f"{name}-{device}.pt", device, n, args.in_flight)
-            out["inference"][name] = {"device": device, **r}
-            print(
-                f"IC    {name:14s} {device:5s} batched ({args.in_flight} in flight) "
-                f"{r['batched']['traces_per_s']:7.0f} traces/s, one at a time "
-                f"{r['one_at_a_time']['traces_per_s']:7.0f} traces/s: {r['speedup']:.1f}x",
-                flush=True,
-            )
+            out["inference"][name] = {}
+            for device in args.ic_devices or args.devices[-1:]:
+                net = root / f"{name}-{args.devices[-1]}.pt"  # the network trained last, on any device
+                r = bench_inference(name, net, device, n, args.in_flight, args.profile_ic)
+                out["inference"][name][device] = r
+                print(
+                    f"IC    {name:14s} {device:5s} batched ({args.in_flight} in flight) "
+                    f"{r['batched']['traces_per_s']:7.0f} traces/s, one at a time "
+                    f"{r['one_at_a_time']['traces_per_s']:7.0f} traces/s: {r['speedup']:.1f}x",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(out, indent=2))
