@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from probexec.data import DatasetWriter, TraceDataset
-from probexec.inference.ic import ic_posterior
+from probexec.inference.ic import ic_posterior, ic_posterior_processes
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.nn import TrainOptions, train
@@ -117,7 +117,13 @@ def bench_training(
 
 
 def bench_inference(
-    name: str, net_path: Path, device: str, n: int, in_flight: int, profile: str | None = None
+    name: str,
+    net_path: Path,
+    device: str,
+    n: int,
+    in_flight: int,
+    profile: str | None = None,
+    processes: int = 1,
 ) -> dict:
     from probexec.nn import load_checkpoint
 
@@ -144,6 +150,27 @@ def bench_inference(
                 "ess_over_n": post.ess / max(post.num_traces, 1),
             }
     out["speedup"] = out["batched"]["traces_per_s"] / out["one_at_a_time"]["traces_per_s"]
+    if processes > 1:
+        # The same number in flight, split over driver processes; 5x the traces, because starting
+        # the processes (torch, the network, their simulators) takes seconds and is timed too.
+        post = ic_posterior_processes(
+            net_path,
+            name,
+            5 * n,
+            observe,
+            processes=processes,
+            in_flight=-(-in_flight // processes),
+            seed=3,
+            device=device,
+        )
+        done = post.num_traces + post.dropped
+        out["processes"] = {
+            "processes": processes,
+            "traces": done,
+            "traces_per_s": done / post.seconds,
+            "mean_batch": post.stats.get("mean_batch"),
+            "ess_over_n": post.ess / max(post.num_traces, 1),
+        }
     return out
 
 
@@ -159,6 +186,12 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=16)
     ap.add_argument(
         "--ic-devices", nargs="+", help="devices IC inference runs on (default: the last of --devices)"
+    )
+    ap.add_argument(
+        "--ic-processes",
+        type=int,
+        default=1,
+        help="also run IC with the in-flight traces split over N driver processes",
     )
     ap.add_argument(
         "--profile-ic", help="write a cProfile of each batched IC run to PREFIX-MODEL-DEVICE.prof"
@@ -199,12 +232,17 @@ def main() -> None:
             out["inference"][name] = {}
             for device in args.ic_devices or args.devices[-1:]:
                 net = root / f"{name}-{args.devices[-1]}.pt"  # the network trained last, on any device
-                r = bench_inference(name, net, device, n, args.in_flight, args.profile_ic)
+                r = bench_inference(name, net, device, n, args.in_flight, args.profile_ic, args.ic_processes)
                 out["inference"][name][device] = r
+                split = (
+                    f"; {r['processes']['processes']} driver processes {r['processes']['traces_per_s']:7.0f} traces/s"
+                    if "processes" in r
+                    else ""
+                )
                 print(
                     f"IC    {name:14s} {device:5s} batched ({args.in_flight} in flight) "
                     f"{r['batched']['traces_per_s']:7.0f} traces/s, one at a time "
-                    f"{r['one_at_a_time']['traces_per_s']:7.0f} traces/s: {r['speedup']:.1f}x",
+                    f"{r['one_at_a_time']['traces_per_s']:7.0f} traces/s: {r['speedup']:.1f}x{split}",
                     flush=True,
                 )
     finally:

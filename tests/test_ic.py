@@ -275,6 +275,17 @@ def test_gum_cli_train_then_ic_matches_exact_posterior(gum_data, tmp_path):
     mu = s["latents"]["mu"]
     assert_close(mu["mean"], GUM_MEAN, GUM_STD / math.sqrt(ess), "IC mu mean")
     assert_close(mu["std"], GUM_STD, GUM_STD / math.sqrt(2 * ess), "IC mu std")
+    # Two driver processes, each with its own simulators and network copy: one weighted sample.
+    r = cli(
+        "posterior", "gum", "--engine", "ic", "--network", str(net), "-n", "1001", "--seed", "4",
+        "--processes", "2", "--workers", "8", "-o", str(tmp_path / "post2"), "--json", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["num_traces"] == 1001 and s["ess"] / s["num_traces"] >= 0.5, s
+    mu, ess = s["latents"]["mu"], s["ess"]
+    assert_close(mu["mean"], GUM_MEAN, GUM_STD / math.sqrt(ess), "IC mu mean, 2 processes")
+    assert_close(mu["std"], GUM_STD, GUM_STD / math.sqrt(2 * ess), "IC mu std, 2 processes")
 
 
 @pytest.mark.slow

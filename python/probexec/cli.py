@@ -267,7 +267,7 @@ def _report_posterior(args: argparse.Namespace, posterior: Any, out: Any) -> int
 
 def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.ndarray]) -> int:
     """Importance sampling with a trained proposal network, many simulators in flight."""
-    from probexec.inference.ic import ic_posterior
+    from probexec.inference.ic import ic_posterior, ic_posterior_processes
     from probexec.inference.pool import remote_pool
     from probexec.nn import load_checkpoint
 
@@ -276,18 +276,34 @@ def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.nda
     shapes = {name: np.shape(v) for name, v in observe.items()}
     shapes.update({n: s for n, s in info.observed.items() if n in observe})
     device = args.device or "cpu"
+    # Loaded here also when driver processes load their own copy: a mismatch is reported once.
     net, _ = load_checkpoint(args.network, simulator=info.name, observations=shapes, device=device)
-    with remote_pool(info.name, workers=args.workers or 16) as pool:
-        posterior = ic_posterior(
-            net,
-            pool.models,
+    in_flight = args.workers or 16
+    if args.processes > 1:
+        posterior = ic_posterior_processes(
+            args.network,
+            info.name,
             args.n,
             observe,
+            processes=args.processes,
+            in_flight=-(-in_flight // args.processes),
             latents=list(info.latents),
             seed=args.seed,
             device=device,
             progress=not args.quiet,
         )
+    else:
+        with remote_pool(info.name, workers=in_flight) as pool:
+            posterior = ic_posterior(
+                net,
+                pool.models,
+                args.n,
+                observe,
+                latents=list(info.latents),
+                seed=args.seed,
+                device=device,
+                progress=not args.quiet,
+            )
     out = posterior.save(args.output)
     if posterior.stats["prior_fallbacks"] and not args.quiet:
         print(
@@ -454,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=["is", "rmh", "ic"], default="is")
     s.add_argument("--network", help="ic: the proposal network (from `probexec train`)")
     s.add_argument("--device", default=None, help="ic: cpu or cuda")
+    s.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="ic: driver processes, each with its share of --workers simulators (one driver's Python "
+        "runs on one core)",
+    )
     s.add_argument("-n", type=int, required=True, help="traces (is) or kept samples over all chains (rmh)")
     s.add_argument(
         "--observe", action="append", metavar="NAME=VALUE", help="e.g. obs=8,9 or obs=[8,9] (repeatable)"

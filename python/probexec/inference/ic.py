@@ -15,8 +15,9 @@ counted and reported.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,8 +205,11 @@ class ICDriver:
         self.h[:, i] = 0
         self.c[:, i] = 0
 
-    def run(self, num_traces: int, progress: bool = False) -> tuple[TraceBatch, np.ndarray]:
-        """`num_traces` traces and each one's sum of log q over the draws that count."""
+    def run(
+        self, num_traces: int, progress: bool = False, on_trace: Callable[[], None] | None = None
+    ) -> tuple[TraceBatch, np.ndarray]:
+        """`num_traces` traces and each one's sum of log q over the draws that count
+        (`on_trace` is called as each one finishes)."""
         started = 0
         bar = tqdm(total=num_traces, desc="IC", unit="trace", disable=not progress)
         order: list[tuple[int, int]] = []  # (slot, index of the trace in that slot's builder)
@@ -228,6 +232,8 @@ class ICDriver:
                     order.append((i, s.stepper.builder.num_traces - 1))
                     s.log_qs.append(s.log_q)
                     bar.update(1)
+                    if on_trace is not None:
+                        on_trace()
                     if started < num_traces:  # the next trace runs its prefix during this round
                         self._reset(i)
                         s.stepper.start(int(self.rng.integers(2**63)))
@@ -276,15 +282,48 @@ def ic_posterior(
     progress: bool = False,
 ) -> Posterior:
     t0 = time.perf_counter()
+    batch, q_minus_p, stats = _run_driver(network, models, num_traces, observe, seed, device, progress)
+    return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
+
+
+def _run_driver(
+    network: ProposalLSTM,
+    models: Sequence[Any],
+    num_traces: int,
+    observe: Mapping[str, Any],
+    seed: int | None,
+    device: str,
+    progress: bool,
+    on_trace: Callable[[], None] | None = None,
+) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
     driver = ICDriver(network, models, observe, seed=seed, device=device)
     threads = torch.get_num_threads()
     if driver.device.type == "cpu":
         # Small per-step matrices: one thread, and the other cores stay with the simulators.
         torch.set_num_threads(1)
     try:
-        batch, q_minus_p = driver.run(num_traces, progress=progress)
+        batch, q_minus_p = driver.run(num_traces, progress=progress, on_trace=on_trace)
     finally:
         torch.set_num_threads(threads)
+    st = driver.stats
+    stats = {
+        "network_steps": st.steps,
+        "network_draws": st.network_draws,
+        "prior_fallbacks": st.prior_fallbacks,
+        "unknown_addresses": sorted(st.unknown_addresses),
+        "batch_sizes": st.batch_sizes,
+        "in_flight": len(driver.slots),
+    }
+    return batch, q_minus_p, stats
+
+
+def _posterior(
+    batch: TraceBatch,
+    q_minus_p: np.ndarray,
+    stats: dict[str, Any],
+    latents: Sequence[str] | None,
+    seconds: float,
+) -> Posterior:
     log_w = batch.log_likelihood() - q_minus_p
     failed = batch.failed if batch.errors else np.zeros(batch.num_traces, bool)
     bad = failed | ~np.isfinite(log_w)
@@ -292,15 +331,100 @@ def ic_posterior(
     keep = ~bad
     batch, log_w = batch.select(keep), log_w[keep]
     names = list(latents) if latents is not None else batch.addresses.names(kind=0)
-    st = driver.stats
-    stats = {
-        "network_steps": st.steps,
-        "network_draws": st.network_draws,
-        "prior_fallbacks": st.prior_fallbacks,
-        "unknown_addresses": sorted(st.unknown_addresses),
-        "mean_batch": float(np.mean(st.batch_sizes)) if st.batch_sizes else 0.0,
-        "in_flight": len(driver.slots),
-    }
-    post = Posterior("ic", batch, log_w, names, time.perf_counter() - t0, dropped, stats)
+    sizes = stats.pop("batch_sizes")
+    stats["mean_batch"] = float(np.mean(sizes)) if sizes else 0.0
+    post = Posterior("ic", batch, log_w, names, seconds, dropped, stats)
     post.stats["ess_fraction"] = post.ess / max(post.num_traces, 1)
     return post
+
+
+# --- several driver processes ----------------------------------------------------------------------
+_TRACES_DONE: Any = None  # in a worker process: the shared count of finished traces
+
+
+def _count_init(counter: Any) -> None:
+    global _TRACES_DONE
+    _TRACES_DONE = counter
+
+
+def _count_trace() -> None:
+    with _TRACES_DONE.get_lock():
+        _TRACES_DONE.value += 1
+
+
+def _driver_process(
+    network: str,
+    simulator: str,
+    num_traces: int,
+    observe: Mapping[str, Any],
+    in_flight: int,
+    seed: int,
+    device: str,
+) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
+    from probexec.inference.pool import remote_pool
+    from probexec.nn.checkpoint import load_checkpoint
+
+    net, _ = load_checkpoint(network, simulator=simulator, device=device)
+    with remote_pool(simulator, workers=in_flight) as pool:
+        return _run_driver(net, pool.models, num_traces, observe, seed, device, False, _count_trace)
+
+
+def ic_posterior_processes(
+    network: str | Path,
+    simulator: str,
+    num_traces: int,
+    observe: Mapping[str, Any],
+    *,
+    processes: int,
+    in_flight: int = 16,
+    latents: Sequence[str] | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Posterior:
+    """IC with `processes` driver processes, each with its own `in_flight` simulators and its own
+    copy of the network (loaded from the checkpoint file `network`), and its share of the traces.
+
+    One driver's Python (answering messages, assembling each round) runs on one core; on a tau
+    decay it handles about 100 traces/s whatever the number in flight, while its simulators leave
+    most of a 16-core machine idle. The traces of all processes form one weighted sample: each
+    weight is p(y | x) p(x) / q(x) of its own trace, whichever process made it."""
+    import multiprocessing as mp
+
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    t0 = time.perf_counter()
+    sizes = [num_traces // processes + (i < num_traces % processes) for i in range(processes)]
+    sizes = [n for n in sizes if n]
+    seeds = np.random.SeedSequence(seed).generate_state(len(sizes), dtype=np.uint64)
+    ctx = mp.get_context("spawn")  # the parent may hold CUDA state, which a fork must not copy
+    counter = ctx.Value("q", 0)
+    bar = tqdm(total=num_traces, desc="IC", unit="trace", disable=not progress)
+    try:
+        with ctx.Pool(len(sizes), initializer=_count_init, initargs=(counter,)) as pool:
+            jobs = [
+                pool.apply_async(
+                    _driver_process,
+                    (str(network), simulator, n, dict(observe), in_flight, int(s) >> 1, device),
+                )
+                for n, s in zip(sizes, seeds, strict=True)
+            ]
+            while not all(j.ready() for j in jobs):
+                time.sleep(0.2)
+                bar.update(counter.value - bar.n)
+            parts = [j.get() for j in jobs]  # raises a worker's error here
+            bar.update(num_traces - bar.n)
+    finally:
+        bar.close()
+    batch = TraceBatch.concat([b for b, _, _ in parts])
+    q_minus_p = np.concatenate([q for _, q, _ in parts])
+    stats: dict[str, Any] = {
+        "network_steps": sum(st["network_steps"] for _, _, st in parts),
+        "network_draws": sum(st["network_draws"] for _, _, st in parts),
+        "prior_fallbacks": sum(st["prior_fallbacks"] for _, _, st in parts),
+        "unknown_addresses": sorted({a for _, _, st in parts for a in st["unknown_addresses"]}),
+        "batch_sizes": [n for _, _, st in parts for n in st["batch_sizes"]],
+        "in_flight": sum(st["in_flight"] for _, _, st in parts),
+        "processes": len(parts),
+    }
+    return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
