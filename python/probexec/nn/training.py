@@ -281,6 +281,12 @@ def train(
     threads_before = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(opt.threads or max(1, (os.cpu_count() or 2) // 2))
+    read_workers = opt.read_workers
+    if read_workers is None:
+        read_workers = min(8, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
+    # One pool of shard readers for the whole run: starting processes every epoch would cost more
+    # than a short epoch.
+    readers = dataset.reader_pool(read_workers) if dataset is not None and read_workers > 0 else None
     try:
         return _train(
             simulator,
@@ -296,9 +302,13 @@ def train(
             rank,
             world,
             device,
+            readers,
         )
     finally:
         torch.set_num_threads(threads_before)
+        if readers is not None:
+            readers.terminate()
+            readers.join()
 
 
 def _train(
@@ -315,41 +325,9 @@ def _train(
     rank: int,
     world: int,
     device: torch.device,
-) -> TrainResult:
-    out = Path(output) if output is not None else None
-    read_workers = opt.read_workers
-    if read_workers is None:
-        read_workers = min(8, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
-    # One pool of shard readers for the whole run: starting processes every epoch would cost more
-    # than a short epoch.
-    readers = dataset.reader_pool(read_workers) if dataset is not None and read_workers > 0 else None
-    try:
-        return _train_loop(
-            simulator, dataset, pool, out, opt, valid, network, resume, log_path, on_step, rank, world,
-            device, readers,
-        )  # fmt: skip
-    finally:
-        if readers is not None:
-            readers.terminate()
-            readers.join()
-
-
-def _train_loop(
-    simulator: str,
-    dataset: TraceDataset | None,
-    pool: Any,
-    out: Path | None,
-    opt: TrainOptions,
-    valid: TraceDataset | None,
-    network: ProposalLSTM | None,
-    resume: bool,
-    log_path: str | Path | None,
-    on_step: Callable[[int, float], None] | None,
-    rank: int,
-    world: int,
-    device: torch.device,
     readers: Any,
 ) -> TrainResult:
+    out = Path(output) if output is not None else None
     on_device_draw = opt.draw_on_device if opt.draw_on_device is not None else device.type == "cuda"
     noise = torch.Generator(device=device)
 
