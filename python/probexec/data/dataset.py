@@ -445,6 +445,7 @@ def _load_shard(
     for g in groups:
         for name, ob in g.observations.items():
             ob.shape = tuple(observations[name]["shape"])
+        _ = g.layout.key  # computed (and cached) here: in a reader process, not the trainer's
     return (batch, groups) if traces else groups
 
 
