@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -75,13 +75,6 @@ class NetworkConfig:
 
 def _module_key(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
-
-
-@dataclass
-class _SiteLayers:
-    site: Site
-    head: ProposalHead
-    params: list[nn.Parameter] = field(default_factory=list)
 
 
 def _head_kind(head: ProposalHead) -> tuple[object, ...]:

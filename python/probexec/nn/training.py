@@ -76,7 +76,8 @@ class TrainOptions:
     # the batch-making thread. None: on CUDA only.
     draw_on_device: bool | None = None
     # Processes that read and check dataset shards. None: none on CPU (the cores train), up to 8
-    # on CUDA, where one reading process cannot keep up with the GPU.
+    # on CUDA, where one reading process cannot keep up with the GPU. They are spawned, so a
+    # script that calls train() with readers needs the `if __name__ == "__main__":` guard.
     read_workers: int | None = None
 
 
