@@ -675,6 +675,8 @@ def flatten_params(dist_type: int, p: Any, value: np.ndarray) -> np.ndarray:
         return np.asarray(p, dtype=np.float64)
     if not p:
         return np.zeros(0)
+    if value.size == 1 and all(type(q) is float for q in p):  # scalar priors, most draws
+        return np.array(p, dtype=np.float64)
     if dist_type == CATEGORICAL or all(np.size(q) == value.size for q in p):
         return np.concatenate([np.ravel(q) for q in p]).astype(np.float64)
     shape = value.shape if value.size else np.broadcast_shapes(*(np.shape(q) for q in p))

@@ -19,6 +19,8 @@ def value_shape(dist_type: int, params: Params) -> tuple[int, ...]:
     """Shape of one draw: the broadcast parameter shape (Categorical: without the category axis)."""
     if dist_type == 3:
         return tuple(np.shape(params[0])[:-1])
+    if all(type(p) is float for p in params):  # scalar priors, most draws: no NumPy shape calls
+        return ()
     shapes = [np.shape(p) for p in params]
     if all(s == shapes[0] for s in shapes):  # the common case (scalars), without broadcasting
         return tuple(shapes[0])

@@ -32,7 +32,7 @@ from probexec.inference.result import Posterior
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
 from probexec.stepping import PendingDraw, TraceStepper
-from probexec.trace import CATEGORICAL, FLAG_REPLACE, TraceBatch, TraceBatchBuilder, flatten_params
+from probexec.trace import FLAG_REPLACE, TraceBatch, TraceBatchBuilder, flatten_params
 
 _POLL_MS = 100  # how often a silent simulator is checked for life and timeout
 
@@ -42,10 +42,7 @@ def _site_key(p: PendingDraw) -> str:
 
 
 def _prior_row(p: PendingDraw) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The draw's prior parameters as one row, and its value's shape. Scalar priors, the common
-    case, skip NumPy's shape machinery (a fifth of the driver's time on GUM)."""
-    if p.dist_type != CATEGORICAL and all(type(q) is float for q in p.params):
-        return np.array(p.params, dtype=np.float64), ()
+    """The draw's prior parameters as one row, and its value's shape (kept for posting it)."""
     shape = value_shape(p.dist_type, p.params)
     return flatten_params(p.dist_type, p.params, np.zeros(shape)), shape
 
