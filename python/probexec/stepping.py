@@ -46,6 +46,7 @@ from probexec.trace import (
     SAMPLE,
     TAG,
     TraceBatchBuilder,
+    score_draw,
 )
 
 
@@ -67,8 +68,17 @@ class TraceStepper:
     samples are drawn by the simulator itself (v2) or by `fallback`."""
 
     def __init__(
-        self, model: RemoteModel, handlers: Sequence[Handler], fallback: Handler, builder: TraceBatchBuilder
+        self,
+        model: RemoteModel,
+        handlers: Sequence[Handler],
+        fallback: Handler,
+        builder: TraceBatchBuilder,
+        score_wide: int | None = None,
     ) -> None:
+        """`score_wide`: observations of at least this many values are scored as they arrive and
+        recorded by their log-density alone (no value, no parameters). A calorimeter image is
+        0.6 MB a trace as a row, and moving it through the batch costs the driver more than
+        the rest of the trace; an inference engine needs only its log-likelihood."""
         if model.peer_version < 2:
             raise ProtocolError(f"simulator {model.name!r} speaks PPX v1: batched stepping needs protocol v2")
         self.model = model
@@ -81,6 +91,7 @@ class TraceStepper:
         self.error = ""
         self._draw = Draw()
         self._draw.can_draw_locally = "draw_locally" in model.capabilities
+        self.score_wide = score_wide
         self._t0 = 0.0
 
     @property
@@ -193,7 +204,11 @@ class TraceStepper:
             apply(self.handlers, draw)
             if draw.value is None:
                 self.fallback.on_observe(draw)
-            b.add(aid, inst, OBSERVE, 0, dt, params, draw.value)
+            v = draw.value
+            if self.score_wide is not None and np.size(v) >= self.score_wide:
+                b.add(aid, inst, OBSERVE, 0, dt, (), None, score_draw(dt, params, v))
+            else:
+                b.add(aid, inst, OBSERVE, 0, dt, params, v)
             return self._request(_OBSERVE_RESULT)
         if kind == _TAG:
             _, address, name, value, aid, inst, local = reply

@@ -180,6 +180,31 @@ def _normal_log_prob_rows(vals: np.ndarray, loc: np.ndarray, scale: np.ndarray) 
     return -0.5 * z.sum(1) - log_scale.sum(1) - 0.5 * vals.shape[1] * np.log(2 * np.pi)
 
 
+def _score_rows(dist_type: int, vals: np.ndarray, prm: np.ndarray) -> np.ndarray:
+    """Σ log-density per row of `vals` [k, vn] under `dist_type` with flat parameters `prm`
+    [k, pn] (the DrawBatch layout)."""
+    from probexec.distributions import from_wire
+
+    k, vn = vals.shape
+    pn = prm.shape[1]
+    if dist_type == NORMAL and vn >= _WIDE and pn == 2 * vn:
+        return _normal_log_prob_rows(vals, prm[:, :vn], prm[:, vn:])
+    if dist_type == CATEGORICAL:
+        params = [torch.from_numpy(prm.reshape(k, vn, pn // vn))]
+    else:
+        params = [torch.from_numpy(prm[:, j * vn : (j + 1) * vn]) for j in range(pn // max(vn, 1))]
+    dist = from_wire(dist_type, params, validate=False)
+    return dist.log_prob(torch.from_numpy(vals)).reshape(k, -1).sum(-1).numpy()
+
+
+def score_draw(dist_type: int, params: Any, value: Any) -> float:
+    """The log-density of one draw as it arrives from the simulator (parameters in wire form):
+    what a wide observation (a calorimeter image) is reduced to when its row is not kept."""
+    v = np.asarray(value, dtype=np.float64).reshape(1, -1)
+    p = flatten_params(dist_type, params, v[0])
+    return float(_score_rows(dist_type, v, p.reshape(1, -1))[0])
+
+
 @dataclass
 class TraceBatch:
     """Many traces, one row per draw (see the module docstring and `DrawBatch` in ppx.fbs)."""
@@ -500,8 +525,6 @@ class TraceBatch:
         value was not recorded). One torch call per (type, value size, parameter size) group."""
         if "log_prob" in self._cache:
             return self._cache["log_prob"]
-        from probexec.distributions import from_wire
-
         out = np.zeros(self.num_rows)
         v_num = np.diff(self.value_offsets)
         p_num = np.diff(self.param_offsets)
@@ -518,17 +541,7 @@ class TraceBatch:
             dt, vn, pn = int(key >> 42), int((key >> 21) & 0x1FFFFF), int(key & 0x1FFFFF)
             vals_np = _gather(self.values, self.value_offsets[idx], vn)
             prm = _gather(self.params, self.param_offsets[idx], pn)
-            if dt == NORMAL and vn >= _WIDE and pn == 2 * vn:
-                out[idx] = _normal_log_prob_rows(vals_np, prm[:, :vn], prm[:, vn:])
-                continue
-            vals = torch.from_numpy(vals_np)
-            if dt == CATEGORICAL:
-                params = [torch.from_numpy(prm.reshape(len(idx), vn, pn // vn))]
-            else:
-                k = pn // vn
-                params = [torch.from_numpy(prm[:, j * vn : (j + 1) * vn]) for j in range(k)]
-            dist = from_wire(dt, params, validate=False)
-            out[idx] = dist.log_prob(vals).reshape(len(idx), -1).sum(-1).numpy()
+            out[idx] = _score_rows(dt, vals_np, prm)
         self._cache["log_prob"] = out
         return out
 
@@ -629,9 +642,9 @@ class TraceBatch:
             kind = int(self.kind[r])
             dist = None
             value = self._row_value(r)
-            if dt and kind != TAG:
+            p = self.params[self.param_offsets[r] : self.param_offsets[r + 1]]
+            if dt and kind != TAG and len(p):  # (a scored wide observation keeps no parameters)
                 vn = max(1, int(self.value_offsets[r + 1] - self.value_offsets[r]))
-                p = self.params[self.param_offsets[r] : self.param_offsets[r + 1]]
                 if dt == CATEGORICAL:
                     params = [torch.from_numpy(p.reshape(vn, -1) if vn > 1 else p.copy())]
                 else:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from probexec.data.layout import kept_controlled_rows
 from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.handlers import Condition, PriorProposal
-from probexec.inference.result import Posterior
+from probexec.inference.result import BIG_OBSERVATION, Posterior
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
 from probexec.stepping import PendingDraw, TraceStepper
@@ -79,7 +79,11 @@ class ICDriver:
         *,
         seed: int | None = None,
         device: str | torch.device = "cpu",
+        keep_observations: bool = False,
     ) -> None:
+        """`keep_observations`: keep every trace's wide observations (a calorimeter image and its
+        per-voxel mean and stddev, 0.6 MB a trace) in the result; by default they are scored on
+        arrival and kept as their log-likelihood alone (`Posterior.save` drops them anyway)."""
         self.net = network.to(device).eval()
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
@@ -103,7 +107,13 @@ class ICDriver:
         self.slots: list[_Slot] = []
         for m in models:
             builder = TraceBatchBuilder(m.addresses)
-            stepper = TraceStepper(m, [self.condition], PriorProposal(self.rng, local=True), builder)
+            stepper = TraceStepper(
+                m,
+                [self.condition],
+                PriorProposal(self.rng, local=True),
+                builder,
+                score_wide=None if keep_observations else BIG_OBSERVATION,
+            )
             self.slots.append(_Slot(stepper))
         hidden = self.net.config.hidden
         layers = self.net.config.lstm_layers
@@ -221,7 +231,6 @@ class ICDriver:
         (`on_trace` is called as each one finishes)."""
         started = 0
         bar = tqdm(total=num_traces, desc="IC", unit="trace", disable=not progress)
-        order: list[tuple[int, int]] = []  # (slot, index of the trace in that slot's builder)
         live: list[int] = []
         for i in range(min(num_traces, len(self.slots))):
             self._reset(i)
@@ -238,7 +247,6 @@ class ICDriver:
                     if not s.stepper.done:
                         still.append(i)
                         continue
-                    order.append((i, s.stepper.builder.num_traces - 1))
                     s.log_qs.append(s.log_q)
                     bar.update(1)
                     if on_trace is not None:
@@ -254,13 +262,9 @@ class ICDriver:
                     self._propose(pending)
         finally:
             bar.close()
-        # Assemble in finishing order.
-        built = [s.stepper.builder.build() for s in self.slots]
-        offsets = np.cumsum([0] + [b.num_traces for b in built])
-        batch = TraceBatch.concat(built)
-        pick = np.array([offsets[i] + k for i, k in order], dtype=np.int64)
-        log_q_maps = [self.slots[i].log_qs[k] for i, k in order]
-        batch = batch.select(pick)
+        # Slot by slot (a weighted sample has no order; reordering would copy every row).
+        batch = TraceBatch.concat([s.stepper.builder.build() for s in self.slots])
+        log_q_maps = [m for s in self.slots for m in s.log_qs]
         return batch, self._log_q_sums(batch, log_q_maps)
 
     @staticmethod
@@ -289,9 +293,13 @@ def ic_posterior(
     seed: int | None = None,
     device: str = "cpu",
     progress: bool = False,
+    keep_observations: bool = False,
 ) -> Posterior:
+    """IC over `models` (one trace in flight per model). `keep_observations`: see `ICDriver`."""
     t0 = time.perf_counter()
-    batch, q_minus_p, stats = _run_driver(network, models, num_traces, observe, seed, device, progress)
+    batch, q_minus_p, stats = _run_driver(
+        network, models, num_traces, observe, seed, device, progress, keep_observations=keep_observations
+    )
     return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
 
 
@@ -304,8 +312,9 @@ def _run_driver(
     device: str,
     progress: bool,
     on_trace: Callable[[], None] | None = None,
+    keep_observations: bool = False,
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
-    driver = ICDriver(network, models, observe, seed=seed, device=device)
+    driver = ICDriver(network, models, observe, seed=seed, device=device, keep_observations=keep_observations)
     threads = torch.get_num_threads()
     if driver.device.type == "cpu":
         # Small per-step matrices: one thread, and the other cores stay with the simulators.

@@ -1,0 +1,49 @@
+"""IC on a simulator with a wide observation (the tau decay's 24 500-voxel image): by default the
+driver scores the image as it arrives and keeps only its log-likelihood; the weights must be the
+ones computed from the full rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from probexec.inference.ic import ic_posterior
+from probexec.nn.training import build_network
+from probexec.remote import RemoteModel
+from probexec.trace import FLAG_VALUE_OMITTED, NORMAL, OBSERVE, AddressTable, TraceBatchBuilder, score_draw
+from test_ic import make_dataset
+
+
+def test_score_draw_is_the_rows_log_prob():
+    rng = np.random.default_rng(3)
+    loc, scale = rng.normal(size=(4, 5, 7)), rng.uniform(0.1, 2.0, size=(4, 5, 7))
+    value = rng.normal(size=(4, 5, 7))
+    b = TraceBatchBuilder(AddressTable())
+    b.add(1, 1, OBSERVE, 0, NORMAL, (loc, scale), value)
+    b.add(2, 1, OBSERVE, 0, NORMAL, (0.5, 2.0), 1.5)
+    b.end_trace(None, 0.0)
+    lp = b.build().log_prob()
+    assert score_draw(NORMAL, (loc, scale), value) == pytest.approx(lp[0], rel=1e-12)
+    assert score_draw(NORMAL, (0.5, 2.0), 1.5) == pytest.approx(lp[1], rel=1e-12)
+
+
+def test_scored_images_give_the_weights_of_kept_images(tmp_path):
+    ds = make_dataset(tmp_path / "tau", "tau_decay_fixed_spots", 24)
+    groups = list(ds.iter_groups())
+    net = build_network("tau_decay_fixed_spots", groups, [t.layout for t in ds.trace_types().values()])
+    runs = {}
+    for keep in (False, True):
+        with RemoteModel("tau_decay_fixed_spots") as m:  # one in flight: the same draws both times
+            obs = {"calorimeter": m.stream(1, seed=99).values_of("calorimeter")[0]}
+            runs[keep] = ic_posterior(net, [m], 4, obs, seed=7, keep_observations=keep)
+    scored, kept = runs[False], runs[True]
+    np.testing.assert_allclose(scored.log_weights, kept.log_weights, rtol=1e-9)
+    np.testing.assert_array_equal(scored.traces.values_of("px"), kept.traces.values_of("px"))
+    images = (scored.traces.kind == OBSERVE) & (np.diff(kept.traces.value_offsets) >= 1024)
+    assert images.sum() == 4
+    assert np.all(scored.traces.flags[images] & FLAG_VALUE_OMITTED)
+    assert scored.traces.params.size < kept.traces.params.size / 100
+    # A trace with a scored image still reads as a trace: the image has its log-density, no value.
+    t = scored.traces.trace(0)
+    image = t.named("calorimeter")
+    assert image.value is None and image.log_prob == pytest.approx(t.log_likelihood)
