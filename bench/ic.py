@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,8 @@ def bench_inference(
     n: int,
     in_flight: int,
     profile: str | None = None,
-    processes: int = 1,
+    processes: Sequence[int] = (),
+    per_process: Sequence[int] = (),
 ) -> dict:
     from probexec.nn import load_checkpoint
 
@@ -150,27 +152,26 @@ def bench_inference(
                 "ess_over_n": post.ess / max(post.num_traces, 1),
             }
     out["speedup"] = out["batched"]["traces_per_s"] / out["one_at_a_time"]["traces_per_s"]
-    if processes > 1:
-        # The same number in flight, split over driver processes; 5x the traces, because starting
-        # the processes (torch, the network, their simulators) takes seconds and is timed too.
-        post = ic_posterior_processes(
-            net_path,
-            name,
-            5 * n,
-            observe,
-            processes=processes,
-            in_flight=-(-in_flight // processes),
-            seed=3,
-            device=device,
-        )
-        done = post.num_traces + post.dropped
-        out["processes"] = {
-            "processes": processes,
-            "traces": done,
-            "traces_per_s": done / post.seconds,
-            "mean_batch": post.stats.get("mean_batch"),
-            "ess_over_n": post.ess / max(post.num_traces, 1),
-        }
+    out["processes"] = []
+    for p in processes:
+        # 5x the traces, because starting the processes (torch, the network, their simulators)
+        # takes seconds; that is timed too, and the drivers' own time is reported beside it.
+        for k in per_process or [-(-in_flight // p)]:
+            post = ic_posterior_processes(
+                net_path, name, 5 * n, observe, processes=p, in_flight=k, seed=3, device=device
+            )
+            done = post.num_traces + post.dropped
+            out["processes"].append(
+                {
+                    "processes": p,
+                    "in_flight_per_process": k,
+                    "traces": done,
+                    "traces_per_s": done / post.seconds,
+                    "traces_per_driver_s": done / post.stats["driver_seconds"],
+                    "mean_batch": post.stats.get("mean_batch"),
+                    "ess_over_n": post.ess / max(post.num_traces, 1),
+                }
+            )
     return out
 
 
@@ -190,8 +191,16 @@ def main() -> None:
     ap.add_argument(
         "--ic-processes",
         type=int,
-        default=1,
-        help="also run IC with the in-flight traces split over N driver processes",
+        nargs="+",
+        default=[],
+        help="also run IC over N driver processes (each N given), --in-flight split between them",
+    )
+    ap.add_argument(
+        "--ic-per-process",
+        type=int,
+        nargs="+",
+        default=[],
+        help="with --ic-processes: traces in flight per driver process instead (each value given)",
     )
     ap.add_argument(
         "--profile-ic", help="write a cProfile of each batched IC run to PREFIX-MODEL-DEVICE.prof"
@@ -232,19 +241,31 @@ def main() -> None:
             out["inference"][name] = {}
             for device in args.ic_devices or args.devices[-1:]:
                 net = root / f"{name}-{args.devices[-1]}.pt"  # the network trained last, on any device
-                r = bench_inference(name, net, device, n, args.in_flight, args.profile_ic, args.ic_processes)
-                out["inference"][name][device] = r
-                split = (
-                    f"; {r['processes']['processes']} driver processes {r['processes']['traces_per_s']:7.0f} traces/s"
-                    if "processes" in r
-                    else ""
+                r = bench_inference(
+                    name,
+                    net,
+                    device,
+                    n,
+                    args.in_flight,
+                    args.profile_ic,
+                    args.ic_processes,
+                    args.ic_per_process,
                 )
+                out["inference"][name][device] = r
                 print(
                     f"IC    {name:14s} {device:5s} batched ({args.in_flight} in flight) "
                     f"{r['batched']['traces_per_s']:7.0f} traces/s, one at a time "
-                    f"{r['one_at_a_time']['traces_per_s']:7.0f} traces/s: {r['speedup']:.1f}x{split}",
+                    f"{r['one_at_a_time']['traces_per_s']:7.0f} traces/s: {r['speedup']:.1f}x",
                     flush=True,
                 )
+                for q in r["processes"]:
+                    print(
+                        f"IC    {name:14s} {device:5s} {q['processes']} driver processes x "
+                        f"{q['in_flight_per_process']} in flight {q['traces_per_s']:7.0f} traces/s "
+                        f"({q['traces_per_driver_s']:.0f} over the drivers' own time, mean batch "
+                        f"{q['mean_batch']:.0f}, ESS/N {q['ess_over_n']:.3f})",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(out, indent=2))
