@@ -253,6 +253,25 @@ def test_fixed_spots_make_the_image_likelihood_a_function_of_the_controlled_draw
     assert abs(nudged[0] - fixed[0]) < 0.05 * random_spots.std()
 
 
+def test_coarse_variant_has_a_200_mev_noise_floor_and_the_same_deposits():
+    """`tau_decay_coarse` is `tau_decay_fixed_spots` with --noise-floor 0.2: the same event (same
+    seed) deposits the same energy, and the likelihood's stddev is sqrt(deposit + floor^2)."""
+    from probexec.inference.prior import sample_prior
+
+    images = {}
+    for sim in ("tau_decay_fixed_spots", "tau_decay_coarse"):
+        with probexec.RemoteModel(sim) as m:
+            images[sim] = sample_prior(m, 1, seed=5, mode="per_draw", progress=False)
+    fine, coarse = images["tau_decay_fixed_spots"], images["tau_decay_coarse"]
+    mean = coarse.means_of("calorimeter")[0]
+    np.testing.assert_array_equal(mean, fine.means_of("calorimeter")[0])
+    for batch, floor in ((fine, 0.005), (coarse, 0.2)):
+        row = int(np.nonzero(batch.kind == probexec.trace.OBSERVE)[0][0])
+        p = batch.params[batch.param_offsets[row] : batch.param_offsets[row + 1]]
+        scale = p[mean.size :]
+        np.testing.assert_allclose(scale, np.sqrt(np.maximum(mean, 0) + floor**2), rtol=1e-12)
+
+
 def test_wide_observation_rows_score_and_reorder_like_the_generic_path():
     """The calorimeter row (24 500 values) takes the slice-and-in-place path in `select` and
     `log_prob`; it must give what torch's Normal gives and move with its trace."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from probexec.data import DatasetWriter, TraceDataset
 from probexec.inference import Posterior, run_engine
-from probexec.inference.ic import ic_posterior
+from probexec.inference.ic import ic_posterior, ic_posterior_processes
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.nn import TrainOptions, load_checkpoint, train
@@ -113,7 +113,7 @@ def describe(post: Posterior) -> dict[str, Any]:
 
 
 def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    net, _ = load_checkpoint(net_path, simulator=args.simulator, device=args.device)
+    net, _ = load_checkpoint(net_path, simulator=args.simulator, device=args.ic_device or args.device)
     results = []
     with remote_pool(args.simulator, workers=max(args.in_flight, args.workers)) as pool:
         events = held_out_events(pool, args)
@@ -124,17 +124,32 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
                 f"event {k}: seed {ev['seed']}, tau -> {name}, p = {[round(ev['truth'][m], 2) for m in MOMENTA]}"
             )
             d = work / "events" / str(k)
-            posts = {
-                "ic": ic_posterior(
+            if args.ic_processes > 1:  # drivers in processes of their own, each with its simulators
+                ic = ic_posterior_processes(
+                    net_path,
+                    args.simulator,
+                    args.n,
+                    obs,
+                    processes=args.ic_processes,
+                    in_flight=-(-args.in_flight // args.ic_processes),
+                    latents=LATENTS,
+                    seed=k,
+                    device=args.ic_device or args.device,
+                    progress=True,
+                )
+            else:
+                ic = ic_posterior(
                     net,
                     pool.models[: args.in_flight],
                     args.n,
                     obs,
                     latents=LATENTS,
                     seed=k,
-                    device=args.device,
+                    device=args.ic_device or args.device,
                     progress=True,
-                ),
+                )
+            posts = {
+                "ic": ic,
                 "is": run_engine(pool, "is", args.n, obs, latents=LATENTS, seed=k, progress=True),
                 "rmh": run_engine(
                     pool,
@@ -270,7 +285,11 @@ def plot_training(work: Path) -> Path | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/tauic")
-    p.add_argument("--simulator", default="tau_decay", choices=["tau_decay", "tau_decay_fixed_spots"])
+    p.add_argument(
+        "--simulator",
+        default="tau_decay",
+        choices=["tau_decay", "tau_decay_fixed_spots", "tau_decay_coarse"],
+    )
     p.add_argument("--traces", type=int, default=150_000, help="prior traces in the dataset")
     p.add_argument("--workers", type=int, default=2, help="simulators making the dataset")
     p.add_argument("--device", default="cpu")
@@ -283,6 +302,8 @@ def main() -> None:
     p.add_argument("--channels", nargs="+", default=["pi pi0 nu", "pi nu", "3pi nu", "e nu nu", "pi 2pi0 nu"])
     p.add_argument("--n", type=int, default=1000, help="IC and IS traces per event")
     p.add_argument("--in-flight", type=int, default=16, help="IC traces in flight")
+    p.add_argument("--ic-processes", type=int, default=1, help="IC driver processes (--in-flight split)")
+    p.add_argument("--ic-device", help="the device IC runs the network on (default: --device)")
     p.add_argument("--rmh-samples", type=int, default=2000)
     p.add_argument("--rmh-burn-in", type=int, default=500)
     p.add_argument("--docs", default=str(Path(__file__).resolve().parent))

@@ -28,12 +28,16 @@ from probexec.remote import RemoteModel
 from probexec.simulators import TAU_CHANNELS
 from probexec.trace import TraceBatchBuilder
 
-PX_SHIFTS = (0.001, 0.003, 0.01, 0.03, 0.1)  # GeV; px's prior is U(-2, 2)
+PX_SHIFTS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--simulator", default="tau_decay", choices=["tau_decay", "tau_decay_fixed_spots"])
+    p.add_argument(
+        "--simulator",
+        default="tau_decay",
+        choices=["tau_decay", "tau_decay_fixed_spots", "tau_decay_coarse"],
+    )
     p.add_argument("--events", type=int, default=4)
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("-o", "--output", default=str(Path(__file__).resolve().parent / "shower_noise.json"))

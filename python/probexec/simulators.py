@@ -52,6 +52,19 @@ TAU_CHANNELS = (
     "pi K0 nu",
 )
 
+
+def _tau(name: str, description: str, *args: str) -> SimulatorInfo:
+    """The tau decay executable run with `args`: variants differ only in their options."""
+    return SimulatorInfo(
+        name,
+        "probexec-sim-tau_decay",
+        description,
+        ("px", "py", "pz", "channel"),
+        {"calorimeter": (20, 35, 35)},
+        args=args,
+    )
+
+
 _HMM_OBS = [0.9, 0.8, 0.7, 0.0, -0.025, -5.0, -2.0, -0.1, 0.0, 0.13, 0.45, 6.0, 0.2, 0.3, -1.0, -1.0]
 
 SIMULATORS: dict[str, SimulatorInfo] = {
@@ -89,20 +102,22 @@ SIMULATORS: dict[str, SimulatorInfo] = {
             {"obs": ()},
             {"obs": [6.0]},
         ),
-        SimulatorInfo(
+        _tau(
             "tau_decay",
-            "probexec-sim-tau_decay",
             "tau lepton of uniform momentum decaying (10 channels) into a 35x35x20 voxel calorimeter",
-            ("px", "py", "pz", "channel"),
-            {"calorimeter": (20, 35, 35)},
         ),
-        SimulatorInfo(
+        _tau(
             "tau_decay_fixed_spots",
-            "probexec-sim-tau_decay",
             "tau_decay with shower spots from a fixed random stream: the image mean is a function of the controlled draws",
-            ("px", "py", "pz", "channel"),
-            {"calorimeter": (20, 35, 35)},
-            args=("--fixed-spots",),
+            "--fixed-spots",
+        ),
+        _tau(
+            "tau_decay_coarse",
+            "tau_decay_fixed_spots with a 200 MeV noise floor per voxel instead of 5 MeV (a coarse "
+            "detector): px is known to about 0.1 GeV, not to a few MeV",
+            "--fixed-spots",
+            "--noise-floor",
+            "0.2",
         ),
         SimulatorInfo(
             "calorimeter",
