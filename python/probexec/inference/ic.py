@@ -360,17 +360,19 @@ def _posterior(
 
 
 # --- several driver processes ----------------------------------------------------------------------
-_TRACES_DONE: Any = None  # in a worker process: the shared count of finished traces
+# In a worker process: the shared per-process counts of finished traces, and this process's slot.
+# One writer per slot, so no lock (a lock is a named semaphore that spawned pools leak warnings about).
+_TRACES_DONE: Any = None
+_SLOT = 0
 
 
-def _count_init(counter: Any) -> None:
+def _count_init(counts: Any) -> None:
     global _TRACES_DONE
-    _TRACES_DONE = counter
+    _TRACES_DONE = counts
 
 
 def _count_trace() -> None:
-    with _TRACES_DONE.get_lock():
-        _TRACES_DONE.value += 1
+    _TRACES_DONE[_SLOT] += 1
 
 
 def _driver_process(
@@ -381,8 +383,12 @@ def _driver_process(
     in_flight: int,
     seed: int,
     device: str,
+    slot: int,
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
+    global _SLOT
     from probexec.inference.pool import remote_pool
+
+    _SLOT = slot
     from probexec.nn.checkpoint import load_checkpoint
 
     net, _ = load_checkpoint(network, simulator=simulator, device=device)
@@ -419,20 +425,20 @@ def ic_posterior_processes(
     sizes = [n for n in sizes if n]
     seeds = np.random.SeedSequence(seed).generate_state(len(sizes), dtype=np.uint64)
     ctx = mp.get_context("spawn")  # the parent may hold CUDA state, which a fork must not copy
-    counter = ctx.Value("q", 0)
+    counts = ctx.RawArray("q", len(sizes))
     bar = tqdm(total=num_traces, desc="IC", unit="trace", disable=not progress)
     try:
-        with ctx.Pool(len(sizes), initializer=_count_init, initargs=(counter,)) as pool:
+        with ctx.Pool(len(sizes), initializer=_count_init, initargs=(counts,)) as pool:
             jobs = [
                 pool.apply_async(
                     _driver_process,
-                    (str(network), simulator, n, dict(observe), in_flight, int(s) >> 1, device),
+                    (str(network), simulator, n, dict(observe), in_flight, int(s) >> 1, device, i),
                 )
-                for n, s in zip(sizes, seeds, strict=True)
+                for i, (n, s) in enumerate(zip(sizes, seeds, strict=True))
             ]
             while not all(j.ready() for j in jobs):
                 time.sleep(0.2)
-                bar.update(counter.value - bar.n)
+                bar.update(sum(counts) - bar.n)
             parts = [j.get() for j in jobs]  # raises a worker's error here
             bar.update(num_traces - bar.n)
     finally:
