@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import socket
@@ -35,6 +36,7 @@ import time
 import uuid
 import warnings
 import zipfile
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,10 +402,10 @@ class TraceDataset:
         order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))
         shards = [self.shards[int(i)] for i in order]
         if readers is not None:
-            yield from self._groups_of(readers.imap(_read_groups, shards, chunksize=1))
+            yield from self._groups_of(_read_ahead(readers, shards))
         elif workers > 0:
             with self.reader_pool(workers) as pool:
-                yield from self._groups_of(pool.imap(_read_groups, shards, chunksize=1))
+                yield from self._groups_of(_read_ahead(pool, shards))
         else:
             yield from self._groups_of(
                 _load_shard(s, self.addresses, self.observations, traces=False) for s in shards
@@ -449,11 +451,38 @@ def _load_shard(
     return (batch, groups) if traces else groups
 
 
+def _read_ahead(pool: Any, shards: list[ShardInfo]) -> Iterator[list[TypeGroup] | str]:
+    """`pool.imap(_read_groups, shards)` with at most two shards per reader in flight. imap hands
+    every shard to the readers at once: their results pile up in memory when training is slower
+    than reading (the whole dataset, at worst), and a generator left early (the sample a new
+    network is built from) leaves the readers busy with the rest of the dataset."""
+    ahead = max(2, 2 * int(getattr(pool, "_processes", 1) or 1))
+    pending: deque[Any] = deque()
+    todo = iter(shards)
+    for s in itertools.islice(todo, ahead):
+        pending.append(pool.apply_async(_read_groups, (s,)))
+    while pending:
+        got = pending.popleft().get()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append(pool.apply_async(_read_groups, (nxt,)))
+        yield got
+
+
 _READER_OBSERVATIONS: dict[str, Any] = {}
 
 
 def _reader_init(observations: dict[str, Any]) -> None:
     _READER_OBSERVATIONS.update(observations)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Ends a shard reader whose parent died without ending it (SIGKILL, out of memory): a pool
+    worker never notices by itself, as it holds both ends of its task queue."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _read_groups(shard: ShardInfo) -> list[TypeGroup] | str:

@@ -67,11 +67,29 @@ class LearningRateSchedule:
 
 
 def make_optimizer(net: ProposalLSTM, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam with the shared parameters as group 0 and one group per address, in creation order."""
-    opt = torch.optim.Adam(net.shared_parameters(), lr=lr, weight_decay=weight_decay)
+    """Adam with the shared parameters as group 0 and one group per address, in creation order.
+
+    On CUDA the fused kernel: one launch per group and step, where the default (foreach) makes
+    several per group, and the tau decay has ~70 groups, so the optimizer step alone was hundreds
+    of launches. Groups added later (`ProposalLSTM.ensure_sites`) inherit it. Elsewhere torch's
+    default."""
+    params = net.shared_parameters()
+    fused = {p.device.type for p in net.parameters()} == {"cuda"}
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
     for g in net.site_parameter_groups():
         opt.add_param_group({"params": g})
     return opt
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """`optimizer.load_state_dict(state)`, keeping the optimizer's own implementation flags
+    (fused, foreach, capturable): the saved ones come from where the checkpoint was written (a
+    CPU run has no fused kernel) and torch would otherwise take them over, with the step counters
+    placed for that implementation."""
+    own = optimizer.param_groups[0]
+    keys = [k for k in ("fused", "foreach", "capturable") if k in own]
+    groups = [{**g, **{k: own[k] for k in keys}} for g in state["param_groups"]]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 def save_checkpoint(

@@ -1,10 +1,12 @@
 """Training proposal networks, offline (a dataset on disk) or online (fresh traces from a pool of
 simulators), on one process or many (`torchrun`: gloo on CPU, NCCL on GPU).
 
-Batches are made in a background thread (reading and checking shards, drawing calorimeter noise,
-copying to pinned memory) while the model trains; the log records how much of the time the
-trainer waited for data. Distributed training averages gradients across ranks with one
-all-reduce per step, the same mean a single process would compute over all ranks' batches.
+Batches are made while the model trains: offline on CUDA in a process of their own (the batcher,
+`probexec.nn.batcher`: reading and checking shards, cutting minibatches, laying out their arrays,
+none of it holding the training process's GIL), else in a background thread; the log records how
+much of the time the trainer waited for data. Distributed training averages gradients across
+ranks with one all-reduce per step, the same mean a single process would compute over all ranks'
+batches.
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ import torch
 from torch import distributed as dist
 from tqdm import tqdm
 
+from probexec.data.batch_process import PipelineConfig, Plan, epoch_minibatches, epoch_rng, host_batch
 from probexec.data.batches import minibatches
 from probexec.data.dataset import TraceDataset
 from probexec.data.layout import TypeGroup, split_by_type
 from probexec.errors import ProbexecError
-from probexec.nn.checkpoint import LearningRateSchedule, load_checkpoint, make_optimizer, save_checkpoint
-from probexec.nn.device_draw import NormalObservation
+from probexec.nn.batcher import BatchProcess, EpochFeed, PreparedBatch, prepared_from_arrays
+from probexec.nn.checkpoint import (
+    LearningRateSchedule,
+    load_checkpoint,
+    load_optimizer_state,
+    make_optimizer,
+    save_checkpoint,
+)
 from probexec.nn.embeddings import ObservationSpec
 from probexec.nn.network import NetworkConfig, ProposalLSTM
 
@@ -79,6 +88,10 @@ class TrainOptions:
     # on CUDA, where one reading process cannot keep up with the GPU. They are spawned, so a
     # script that calls train() with readers needs the `if __name__ == "__main__":` guard.
     read_workers: int | None = None
+    # Make offline minibatches in a process of their own (with its own shard readers), so that
+    # the training process does nothing but train. None: on CUDA only (on CPU the cores train).
+    # The same batches either way. Spawned: scripts need the `__main__` guard here too.
+    batch_process: bool | None = None
 
 
 @dataclass
@@ -94,47 +107,19 @@ class TrainResult:
     checkpoint: Path | None
 
 
-@dataclass
-class PreparedBatch:
-    group: TypeGroup
-    values: torch.Tensor
-    params: torch.Tensor
-    observations: dict[str, torch.Tensor]
-    to_draw: dict[str, NormalObservation] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def on(
-        self, device: torch.device, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Values, parameters and observations on `device` (observations left to draw drawn there)."""
-        obs = {k: v.to(device, non_blocking=True) for k, v in self.observations.items()}
-        obs.update({k: o.draw(device, generator) for k, o in self.to_draw.items()})
-        return (
-            self.values.to(device, non_blocking=True),
-            self.params.to(device, non_blocking=True),
-            obs,
-        )
-
-
 def prepare(
     group: TypeGroup, rng: np.random.Generator, pin: bool = False, draw_on_device: bool = False
 ) -> PreparedBatch:
     """A minibatch as tensors; big Normal observations are drawn here from `rng`, or with
-    `draw_on_device` left as their sparse mean and stddev for the device to draw."""
-    obs, to_draw = {}, {}
-    for k, o in group.observations.items():
-        if draw_on_device and o.values is None:
-            to_draw[k] = NormalObservation.from_block(o, pin)
-        else:
-            obs[k] = torch.from_numpy(np.ascontiguousarray(o.draw(rng), dtype=np.float32))
-    values = torch.from_numpy(np.ascontiguousarray(group.values, dtype=np.float32))
-    params = torch.from_numpy(np.ascontiguousarray(group.params, dtype=np.float32))
+    `draw_on_device` left as their sparse mean and stddev for the device to draw. The arrays are
+    `host_batch`'s, as a batch process makes them."""
+    h = host_batch(group, rng, draw_on_device)
+    arrays = [torch.from_numpy(a) for a in h.arrays]
     if pin:
-        values, params = values.pin_memory(), params.pin_memory()
-        obs = {k: v.pin_memory() for k, v in obs.items()}
-    return PreparedBatch(group, values, params, obs, to_draw)
+        arrays = [a.pin_memory() for a in arrays]
+    batch: PreparedBatch = prepared_from_arrays(h.layout, h.drawn, h.to_draw, arrays)
+    batch.group = group
+    return batch
 
 
 class Prefetcher:
@@ -285,10 +270,28 @@ def train(
     read_workers = opt.read_workers
     if read_workers is None:
         read_workers = min(8, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
-    # One pool of shard readers for the whole run: starting processes every epoch would cost more
-    # than a short epoch.
-    readers = dataset.reader_pool(read_workers) if dataset is not None and read_workers > 0 else None
+    draw_on_device = opt.draw_on_device if opt.draw_on_device is not None else device.type == "cuda"
+    pipeline = (
+        PipelineConfig(
+            dataset, opt.batch_size, opt.seed, opt.buffer_traces, rank, world, draw_on_device, read_workers
+        )
+        if dataset is not None
+        else None
+    )
+    use_process = pipeline is not None and (
+        opt.batch_process if opt.batch_process is not None else device.type == "cuda"
+    )
+    # One batcher, or one pool of shard readers, for the whole run: starting processes every
+    # epoch would cost more than a short epoch. The batcher starts here, so that it imports and
+    # starts its readers while a checkpoint loads and the network is built.
+    readers = None
+    batcher = None
     try:
+        if use_process:
+            assert pipeline is not None
+            batcher = BatchProcess(pipeline, pin=device.type == "cuda")
+        elif dataset is not None and read_workers > 0:
+            readers = dataset.reader_pool(read_workers)
         return _train(
             simulator,
             dataset,
@@ -303,10 +306,15 @@ def train(
             rank,
             world,
             device,
+            draw_on_device,
+            pipeline,
             readers,
+            batcher,
         )
     finally:
         torch.set_num_threads(threads_before)
+        if batcher is not None:
+            batcher.close()
         if readers is not None:
             readers.terminate()
             readers.join()
@@ -326,19 +334,18 @@ def _train(
     rank: int,
     world: int,
     device: torch.device,
+    on_device_draw: bool,
+    pipeline: PipelineConfig | None,
     readers: Any,
+    batcher: BatchProcess | None,
 ) -> TrainResult:
     out = Path(output) if output is not None else None
-    on_device_draw = opt.draw_on_device if opt.draw_on_device is not None else device.type == "cuda"
     noise = torch.Generator(device=device)
 
     def source(epoch: int) -> Iterator[TypeGroup]:
-        if dataset is not None:
-            groups: Iterator[TypeGroup] = dataset.iter_groups(
-                shuffle=True, seed=opt.seed + epoch, readers=readers
-            )
-        else:
-            groups = online_groups(pool, max(opt.batch_size, 256), opt.seed * 1000 + epoch * 7919 + rank)
+        if pipeline is not None:  # offline: what a batch process runs too
+            return epoch_minibatches(pipeline, epoch, readers)
+        groups = online_groups(pool, max(opt.batch_size, 256), opt.seed * 1000 + epoch * 7919 + rank)
         return minibatches(
             groups,
             opt.batch_size,
@@ -355,16 +362,22 @@ def _train(
         network, blob = load_checkpoint(out, simulator=simulator, device=device)
         optimizer = make_optimizer(network, opt.lr, opt.weight_decay)
         if blob["optimizer"] is not None:
-            optimizer.load_state_dict(blob["optimizer"])
+            load_optimizer_state(optimizer, blob["optimizer"])
         if blob["schedule"] is not None:
             schedule.load_state_dict(blob["schedule"])
         state.update(blob["train_state"])
+    sample_traces = 512 if network is None else 0
+    if batcher is not None:
+        batcher.plan(Plan(sample_traces, int(state["epoch"]), opt.epochs))
     if network is None:
-        sample = []
-        for g in source(0):
-            sample.append(g)
-            if sum(len(s) for s in sample) >= 512:
-                break
+        sample: list[TypeGroup] = []
+        if batcher is not None:
+            sample = batcher.sample()
+        else:
+            for g in source(0):
+                sample.append(g)
+                if sum(len(s) for s in sample) >= sample_traces:
+                    break
         if not sample:
             raise TrainingError("no training traces: the dataset is empty")
         layouts = [t.layout for t in dataset.trace_types().values()] if dataset is not None else []
@@ -427,9 +440,15 @@ def _train(
             epoch = int(state["epoch"])
             if opt.epochs is not None and epoch >= opt.epochs:
                 break
-            prep_rng = np.random.default_rng([opt.seed, epoch, rank, 1])
-            noise.manual_seed(int(prep_rng.integers(2**62)))
-            fetch = Prefetcher((prepare(b, prep_rng, pin, on_device_draw) for b in source(epoch)), depth=6)
+            prep_rng, noise_seed = epoch_rng(opt.seed, epoch, rank)
+            noise.manual_seed(noise_seed)
+            fetch: Prefetcher | EpochFeed
+            if batcher is not None:
+                fetch = EpochFeed(batcher, epoch)
+            else:
+                fetch = Prefetcher(
+                    (prepare(b, prep_rng, pin, on_device_draw) for b in source(epoch)), depth=6
+                )
             try:
                 for batch in fetch:
                     added = network.ensure_sites([batch.group.layout], optimizer)
