@@ -26,6 +26,7 @@ import pickle
 import re
 import signal
 import struct
+import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -145,34 +146,46 @@ def host_batch(group: TypeGroup, rng: np.random.Generator, draw_on_device: bool 
 # --- the pipe --------------------------------------------------------------------------------------
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while len(data):
-        data = data[os.write(fd, data) :]
+_IOV_MAX = 512  # buffers per readv/writev call (Linux allows 1024)
+
+
+def _write_views(fd: int, views: list[memoryview]) -> None:
+    """Writes `views` in order, with as few system calls as the pipe allows (a gather write)."""
+    views = [v for v in views if len(v)]
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+def _read_views(fd: int, views: list[memoryview]) -> None:
+    """Fills `views` in order from the pipe (a scatter read); EOFError if it ends first."""
+    views = [v for v in views if len(v)]
+    while views:
+        n = os.readv(fd, views[:_IOV_MAX])
+        if n == 0:
+            raise EOFError("the batch process closed its pipe in the middle of a message")
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
 
 
 def write_message(fd: int, kind: str, payload: Any = None, arrays: Sequence[np.ndarray] = ()) -> None:
-    """Writes one message; blocks while the pipe is full (the trainer's queue is)."""
-    specs = [(a.dtype.str, a.shape) for a in arrays]
+    """Writes one message (C-contiguous arrays); blocks while the pipe is full (while the
+    trainer's queue of ready batches is)."""
+    specs = [(a.dtype.str, a.shape, a.nbytes) for a in arrays]
     head = pickle.dumps((kind, payload, specs), protocol=pickle.HIGHEST_PROTOCOL)
-    _write_all(fd, memoryview(_LENGTH.pack(len(head)) + head))
-    for a in arrays:
-        if a.nbytes:
-            _write_all(fd, memoryview(np.ascontiguousarray(a)).cast("B"))
-
-
-def _read_into(fd: int, view: memoryview) -> None:
-    got = 0
-    while got < len(view):
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            raise EOFError("the batch process closed its pipe in the middle of a message")
-        got += n
+    _write_views(fd, [memoryview(_LENGTH.pack(len(head)) + head), *(memoryview(a).cast("B") for a in arrays)])
 
 
 def _read_bytes(fd: int, n: int) -> bytes:
     buf = bytearray(n)
-    if n:
-        _read_into(fd, memoryview(buf))
+    _read_views(fd, [memoryview(buf)])
     return bytes(buf)
 
 
@@ -180,7 +193,7 @@ def _read_bytes(fd: int, n: int) -> bytes:
 class Message:
     kind: str
     payload: Any
-    specs: list[tuple[str, tuple[int, ...]]]
+    specs: list[tuple[str, tuple[int, ...], int]]  # dtype, shape, bytes of each array
     offsets: list[int]
     buffer: Any  # what `alloc` returned: the arrays lie in it at `offsets`
 
@@ -195,14 +208,13 @@ def read_message(fd: int, alloc: Callable[[int], tuple[Any, memoryview]]) -> Mes
         head += _read_bytes(fd, _LENGTH.size - len(head))
     kind, payload, specs = pickle.loads(_read_bytes(fd, _LENGTH.unpack(head)[0]))
     offsets, total = [], 0
-    sizes = [int(np.prod(shape)) * np.dtype(dt).itemsize for dt, shape in specs]
-    for n in sizes:
+    for _, _, n in specs:
         offsets.append(total)
         total += -(-n // ALIGN) * ALIGN
-    buffer, view = alloc(total) if specs else (None, memoryview(b""))
-    for off, n in zip(offsets, sizes, strict=True):
-        if n:
-            _read_into(fd, view[off : off + n])
+    if not specs:
+        return Message(kind, payload, specs, offsets, None)
+    buffer, view = alloc(total)
+    _read_views(fd, [view[off : off + n] for off, (_, _, n) in zip(offsets, specs, strict=True)])
     return Message(kind, payload, specs, offsets, buffer)
 
 
@@ -264,23 +276,42 @@ def _picklable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-def run_batcher(config: PipelineConfig, commands: Any, out: Any) -> None:
-    """The batcher's main: waits for the `Plan`, then sends `sample` (a list of TypeGroups),
-    `batch` (a HostBatch's fields, arrays after), `end` (an epoch's number) and `done` messages;
+def batcher_main(commands: Any, out: Any) -> None:
+    """The batch process's target: `run_batcher`, then out at once. Its work is done and its
+    readers ended; unwinding an interpreter that imported torch would only make the trainer wait
+    (a second, at the end of every run)."""
+    try:
+        run_batcher(commands, out)
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+
+def run_batcher(commands: Any, out: Any) -> None:
+    """The batcher's work: waits for its `PipelineConfig` and then the `Plan`, then sends `sample` (a list of TypeGroups),
+    `batch` (a HostBatch's fields, arrays after; its layout only the first time, then its key), `end` (an epoch's number) and `done` messages;
     `skipped` (a damaged shard's message, for the trainer to warn about) and `error` (an exception
     and its traceback text) as they happen. Stops when asked, when the trainer's pipes close, or
     on SIGTERM; its shard readers end with it."""
     # Ctrl-C reaches the whole process group: the trainer decides, and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_term)
-    ds = config.dataset
-    # Damaged shards skipped here are forwarded to the trainer, which warns about them.
-    warnings.filterwarnings("ignore", message=re.escape(f"{ds.path}: "), category=UserWarning)
     fd = out.fileno()
     _grow_pipe(fd)
     link = _Link(commands, fd)
     readers = None
     try:
+        try:
+            config: PipelineConfig = commands.recv()
+        except EOFError:
+            return
+        if not isinstance(config, PipelineConfig):
+            return
+        ds = config.dataset
+        # Damaged shards skipped here are forwarded to the trainer, which warns about them.
+        warnings.filterwarnings("ignore", message=re.escape(f"{ds.path}: "), category=UserWarning)
         readers = ds.reader_pool(config.read_workers) if config.read_workers > 0 else None
         try:
             plan: Plan = commands.recv()
@@ -306,13 +337,17 @@ def run_batcher(config: PipelineConfig, commands: Any, out: Any) -> None:
             batches.close()  # type: ignore[attr-defined]
             forward()
             link.send("sample", sample)
+        sent: set[str] = set()  # layouts go once; then their key names them
         epoch = plan.start_epoch
         while plan.stop_epoch is None or epoch < plan.stop_epoch:
             rng, _ = epoch_rng(config.seed, epoch, config.rank)
             for b in epoch_minibatches(config, epoch, readers):
                 h = host_batch(b, rng, config.draw_on_device)
                 forward()
-                link.send("batch", (h.layout, h.drawn, h.to_draw), h.arrays)
+                key = h.layout.key
+                layout = None if key in sent else h.layout
+                sent.add(key)
+                link.send("batch", (key, layout, h.drawn, h.to_draw), h.arrays)
             forward()
             link.send("end", epoch)
             epoch += 1

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probexec.data.batch_process import DrawSpec, Message, PipelineConfig, Plan, read_message, run_batcher
+from probexec.data.batch_process import DrawSpec, Message, PipelineConfig, Plan, batcher_main, read_message
 from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.errors import ProbexecError
 from probexec.nn.device_draw import NormalObservation, SparseTensor
@@ -52,13 +52,18 @@ class RemoteTraceback(Exception):
 
 
 def tensors_of(message: Message) -> list[torch.Tensor]:
-    """The message's arrays as tensors: views of its buffer."""
+    """The message's arrays as tensors: views of its buffer (so that the caching host allocator,
+    which owns it, knows when a copy to the device still reads it)."""
     buf: torch.Tensor = message.buffer
+    typed: dict[str, torch.Tensor] = {}  # the buffer viewed as each dtype (offsets are aligned)
     out = []
-    for (dt, shape), off in zip(message.specs, message.offsets, strict=True):
-        dtype = _DTYPES[dt]
-        n = int(np.prod(shape)) * dtype.itemsize
-        out.append(buf[off : off + n].view(dtype).view(shape))
+    for (dt, shape, n), off in zip(message.specs, message.offsets, strict=True):
+        t = typed.get(dt)
+        if t is None:
+            dtype = _DTYPES[dt]
+            t = typed[dt] = buf[: len(buf) // dtype.itemsize * dtype.itemsize].view(dtype)
+        size = t.element_size()
+        out.append(t[off // size : (off + n) // size].view(shape))
     return out
 
 
@@ -122,13 +127,20 @@ class BatchProcess:
         commands_in, self._commands = ctx.Pipe(duplex=False)
         self._out, out_w = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
-            target=run_batcher, args=(config, commands_in, out_w), name="probexec-batcher", daemon=False
+            target=batcher_main, args=(commands_in, out_w), name="probexec-batcher", daemon=False
         )
         self.process.start()
         # Only the batcher holds these ends now: its exit closes the pipe (EOF here) and ours
         # closing stops it.
         commands_in.close()
         out_w.close()
+        # Commands go from a thread: the config (the dataset's shard table) is large, a pipe
+        # takes 64 kB until the batcher reads, which it does once it has imported probexec
+        # (seconds), and the trainer has a checkpoint to load and a network to build meanwhile.
+        self._outbox: queue.Queue[Any] = queue.Queue()
+        self._outbox.put(config)
+        self._sender = threading.Thread(target=self._send, name="probexec-batch-commands", daemon=True)
+        self._sender.start()
         self._ready: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._receive, name="probexec-batch-receiver", daemon=True)
@@ -150,6 +162,7 @@ class BatchProcess:
 
     def _receive(self) -> None:
         fd = self._out.fileno()
+        layouts: dict[str, TypeLayout] = {}
         try:
             while not self._closing.is_set():
                 if not self._out.poll(_POLL):
@@ -161,11 +174,11 @@ class BatchProcess:
                 except EOFError:
                     raise self._died() from None
                 if m.kind == "batch":
-                    layout, drawn, to_draw = m.payload
-                    item: tuple[str, Any] = (
-                        "batch",
-                        prepared_from_arrays(layout, drawn, to_draw, tensors_of(m)),
-                    )
+                    key, layout, drawn, to_draw = m.payload
+                    if layout is not None:
+                        layouts[key] = layout
+                    batch = prepared_from_arrays(layouts[key], drawn, to_draw, tensors_of(m))
+                    item: tuple[str, Any] = ("batch", batch)
                 else:
                     item = (m.kind, m.payload)
                 if not self._put(item) or m.kind in ("done", "error"):
@@ -181,8 +194,13 @@ class BatchProcess:
         )
 
     # --- the training loop's side --------------------------------------------------------------------
+    def _send(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            with contextlib.suppress(OSError):  # the batcher died: the receiver reports it
+                self._commands.send(message)
+
     def plan(self, plan: Plan) -> None:
-        self._commands.send(plan)
+        self._outbox.put(plan)
 
     def _get(self) -> tuple[str, Any]:
         """The next message from the batcher, waiting (and counting the wait) as long as it is
@@ -228,10 +246,12 @@ class BatchProcess:
 
     def close(self) -> None:
         """Stops the batcher and its readers and waits for them (escalating to SIGTERM, then
-        SIGKILL, for one that does not stop)."""
+        SIGKILL, for one that does not stop). Idempotent."""
+        if self._closing.is_set():
+            return
         self._closing.set()
-        with contextlib.suppress(OSError):  # the batcher is gone already
-            self._commands.send("stop")
+        self._outbox.put("stop")
+        self._outbox.put(None)
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():
             self._out.close()  # a batcher blocked writing to a full pipe gets EPIPE: it stops
@@ -242,7 +262,9 @@ class BatchProcess:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-        self._commands.close()
+        self._sender.join(timeout=5.0)  # unblocked by now: the batcher has read, or is gone
+        if not self._sender.is_alive():
+            self._commands.close()
         self._thread.join(timeout=1.0)
         if not self._out.closed and not self._thread.is_alive():
             self._out.close()
