@@ -47,6 +47,7 @@ from probexec.nn.network import NetworkConfig, ProposalLSTM
 DEFAULT_EMBEDDINGS: dict[tuple[str, str], tuple[str, str]] = {
     ("tau_decay", "calorimeter"): ("cnn3d", "symlog"),
     ("tau_decay_fixed_spots", "calorimeter"): ("cnn3d", "symlog"),
+    ("tau_decay_coarse", "calorimeter"): ("cnn3d", "symlog"),
     ("calorimeter", "calorimeter"): ("cnn3d", "symlog"),
 }
 
