@@ -2,19 +2,21 @@
 (a `Prefetcher` thread, as on CPU) against a batch process (`TrainOptions.batch_process`, the
 default on CUDA), side by side in one run on the same dataset and seed.
 
-    python bench/train_input.py [--simulator hmm] [--traces 20000] [--batch-size 256]
+    python bench/train_input.py [--simulator hmm] [--traces 60000] [--batch-size 256]
                                 [--read-workers 0] [--epochs 2] [--data DIR] [--device cpu]
                                 [--step-ms 0]
 
-For each path: seconds to the first batch (process and reader start), then from there on batches
-and traces per second that the training process receives, and that process's CPU seconds per
-batch, all its threads (`proc_cpu_ms`: what the training loop competes with, for the GIL and for
-cores) and its main thread alone (`main_cpu_ms`: receiving, wrapping as tensors). `batcher_cpu_ms`
-is the batch process's own. The consumer does nothing but take batches (moving them to the device
-with `--device cuda`), or with `--step-ms` also holds the GIL that long per batch in a Python loop,
-as a training loop's kernel launches do, which is where an in-process batch-making thread hurts.
-Without `--data` a dataset of `--traces` prior traces is made first in a temporary directory
-(tau_decay_fixed_spots: `--traces 2000` makes one in a few minutes on 2 cores).
+Per path, from its start (processes started, shard readers too): seconds to the first batch;
+batches and traces per second that the training process receives, over the whole run and from
+the first batch on (`steady_traces_per_s`); that process's CPU milliseconds per batch, all its
+threads (`proc_cpu_ms`: what a training loop competes with, for the GIL and for cores) and its
+main thread alone (`main_cpu_ms`: taking batches, wrapping them as tensors); and the batch
+process's own (`batcher_cpu_ms`; shard readers not counted). The consumer does nothing but take
+batches (moving them to the device with `--device cuda`), or with `--step-ms` also holds the GIL
+that long per batch in a Python loop, as a training loop launching kernels does: where an
+in-process batch-making thread hurts. Without `--data` a dataset of `--traces` prior traces is
+made first in a temporary directory (tau_decay_fixed_spots: `--traces 3000` takes half a minute
+on 2 cores). Use a dataset bigger than `--buffer-traces`: the first batch waits for a full buffer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,47 +65,54 @@ def _busy(ms: float) -> None:
         pass
 
 
+@dataclass
+class Start:
+    """Clocks when a path starts (before its processes do)."""
+
+    wall: float = field(default_factory=time.perf_counter)
+    cpu: float = field(default_factory=time.process_time)
+    main: float = field(default_factory=time.thread_time)
+
+
 def consume(
-    epochs: Iterable[Iterable[PreparedBatch]], device: torch.device, step_ms: float, batcher_pid: int | None
+    start: Start,
+    epochs: Iterable[Iterable[PreparedBatch]],
+    device: torch.device,
+    step_ms: float,
+    batcher_pid: int | None = None,
 ) -> dict[str, float]:
     noise = torch.Generator(device=device)
-    t_start = time.perf_counter()
-    first: tuple[float, float, float, float] | None = None
-    batches = traces = 0
+    first: float | None = None
+    batches = traces = first_traces = 0
     for feed in epochs:
         for b in feed:
             if device.type != "cpu":
                 b.on(device, noise)
             if step_ms:
                 _busy(step_ms)
-            if first is None:
-                first = (
-                    time.perf_counter(),
-                    time.process_time(),
-                    time.thread_time(),
-                    _cpu_seconds(batcher_pid) if batcher_pid else 0.0,
-                )
-                continue
             batches += 1
             traces += len(b)
+            if first is None:
+                first, first_traces = time.perf_counter(), len(b)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    assert first is not None and batches > 0, "too few batches: make the dataset bigger"
-    wall = time.perf_counter() - first[0]
-    batcher_cpu = (_cpu_seconds(batcher_pid) - first[3]) if batcher_pid else float("nan")
+    end = time.perf_counter()
+    assert first is not None and batches > 1, "too few batches: make the dataset bigger"
     return {
-        "first_batch_s": first[0] - t_start,
-        "batches_per_s": batches / wall,
-        "traces_per_s": traces / wall,
-        "proc_cpu_ms": 1000 * (time.process_time() - first[1]) / batches,
-        "main_cpu_ms": 1000 * (time.thread_time() - first[2]) / batches,
-        "batcher_cpu_ms": 1000 * batcher_cpu / batches,
+        "first_batch_s": first - start.wall,
+        "batches_per_s": batches / (end - start.wall),
+        "traces_per_s": traces / (end - start.wall),
+        "steady_traces_per_s": (traces - first_traces) / (end - first),
+        "proc_cpu_ms": 1000 * (time.process_time() - start.cpu) / batches,
+        "main_cpu_ms": 1000 * (time.thread_time() - start.main) / batches,
+        "batcher_cpu_ms": 1000 * _cpu_seconds(batcher_pid) / batches if batcher_pid else float("nan"),
         "batches": batches,
     }
 
 
 def in_process(config: PipelineConfig, epochs: int, device: torch.device, step_ms: float) -> dict[str, float]:
     """The CPU path of `train`: a pool of shard readers, batches made in a Prefetcher thread."""
+    start = Start()
     pin = device.type == "cuda"
     readers = config.dataset.reader_pool(config.read_workers) if config.read_workers > 0 else None
 
@@ -117,7 +127,7 @@ def in_process(config: PipelineConfig, epochs: int, device: torch.device, step_m
                 fetch.close()
 
     try:
-        return consume(feeds(), device, step_ms, None)
+        return consume(start, feeds(), device, step_ms)
     finally:
         if readers is not None:
             readers.terminate()
@@ -128,15 +138,16 @@ def batch_process(
     config: PipelineConfig, epochs: int, device: torch.device, step_ms: float
 ) -> dict[str, float]:
     """The CUDA path of `train`: a batch process (with its own readers) feeding pinned tensors."""
+    start = Start()
     with BatchProcess(config, pin=device.type == "cuda") as bp:
         bp.plan(Plan(0, 0, epochs))
-        return consume((EpochFeed(bp, e) for e in range(epochs)), device, step_ms, bp.process.pid)
+        return consume(start, (EpochFeed(bp, e) for e in range(epochs)), device, step_ms, bp.process.pid)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--simulator", default="hmm")
-    p.add_argument("--traces", type=int, default=20_000, help="traces of the dataset made first")
+    p.add_argument("--traces", type=int, default=60_000, help="traces of the dataset made first")
     p.add_argument("--shard-traces", type=int, default=1000)
     p.add_argument("--data", help="an existing dataset directory instead")
     p.add_argument("--batch-size", type=int, default=256)
@@ -175,20 +186,22 @@ def main() -> None:
         results: dict[str, Any] = {}
         for name, run in (("in_process", in_process), ("batch_process", batch_process)):
             results[name] = run(config, args.epochs, device, args.step_ms)
-        cols = [
-            "first_batch_s",
-            "batches_per_s",
-            "traces_per_s",
-            "proc_cpu_ms",
-            "main_cpu_ms",
-            "batcher_cpu_ms",
-        ]
-        print(f"{'':14}" + "".join(f"{c:>16}" for c in cols))
+        cols = {
+            "first_batch_s": "first_batch_s",
+            "batches_per_s": "batches/s",
+            "traces_per_s": "traces/s",
+            "steady_traces_per_s": "steady_traces/s",
+            "proc_cpu_ms": "proc_cpu_ms",
+            "main_cpu_ms": "main_cpu_ms",
+            "batcher_cpu_ms": "batcher_cpu_ms",
+        }
+        print(f"{'':14}" + "".join(f"{c:>16}" for c in cols.values()))
         for name, r in results.items():
             print(f"{name:14}" + "".join(f"{r[c]:16.3f}" for c in cols))
         a, b = results["in_process"], results["batch_process"]
         print(
-            f"batch process / in-process: {b['traces_per_s'] / a['traces_per_s']:.2f}x traces/s, "
+            f"batch process / in-process: traces/s {b['traces_per_s'] / a['traces_per_s']:.2f}x "
+            f"(from the first batch on {b['steady_traces_per_s'] / a['steady_traces_per_s']:.2f}x), "
             f"training-process CPU per batch {b['proc_cpu_ms'] / a['proc_cpu_ms']:.3f}x"
         )
         print(json.dumps({"simulator": ds.simulator, "traces": ds.num_traces, **vars(args), **results}))

@@ -23,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import queue
 import re
 import signal
 import struct
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -175,12 +177,17 @@ def _read_views(fd: int, views: list[memoryview]) -> None:
             views[0] = views[0][n:]
 
 
-def write_message(fd: int, kind: str, payload: Any = None, arrays: Sequence[np.ndarray] = ()) -> None:
-    """Writes one message (C-contiguous arrays); blocks while the pipe is full (while the
-    trainer's queue of ready batches is)."""
+def encode_message(kind: str, payload: Any = None, arrays: Sequence[np.ndarray] = ()) -> list[memoryview]:
+    """One message as the byte views to write in order (the arrays' own memory: C-contiguous,
+    and not to be changed until written)."""
     specs = [(a.dtype.str, a.shape, a.nbytes) for a in arrays]
     head = pickle.dumps((kind, payload, specs), protocol=pickle.HIGHEST_PROTOCOL)
-    _write_views(fd, [memoryview(_LENGTH.pack(len(head)) + head), *(memoryview(a).cast("B") for a in arrays)])
+    return [memoryview(_LENGTH.pack(len(head)) + head), *(memoryview(a).cast("B") for a in arrays)]
+
+
+def write_message(fd: int, kind: str, payload: Any = None, arrays: Sequence[np.ndarray] = ()) -> None:
+    """Writes one message; blocks while the pipe is full."""
+    _write_views(fd, encode_message(kind, payload, arrays))
 
 
 def _read_bytes(fd: int, n: int) -> bytes:
@@ -237,23 +244,69 @@ class _Stopped(Exception):
 
 
 class _Link:
-    """The batcher's end: commands in, messages out. Every send first looks for a stop (or the
-    trainer's end of the command pipe closing), and a closed output pipe stops it too."""
+    """The batcher's end: commands in, messages out. Messages queue here, up to `ahead_bytes`
+    and `ahead_messages`, for a thread that writes them: so the batcher runs well ahead of the
+    trainer and has the next buffer of batches cut before the trainer has used up the last one
+    (refilling the shuffle buffer takes the batcher a while, every `buffer_traces` traces and at
+    the start of every epoch; without a lead the trainer waited that long each time). Every send
+    first looks for a stop (or the trainer's end of the command pipe closing); a closed output
+    pipe stops it too."""
 
-    def __init__(self, commands: Any, fd: int) -> None:
+    def __init__(
+        self, commands: Any, fd: int, ahead_bytes: int = 256 << 20, ahead_messages: int = 256
+    ) -> None:
         self.commands = commands
         self.fd = fd
+        self.ahead_bytes = ahead_bytes
+        self.ahead_messages = ahead_messages
+        self.held_bytes = 0
+        self.held = 0
+        self.broken = False
+        self._room = threading.Condition()
+        self._outbox: queue.Queue[tuple[list[memoryview], int] | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write, name="probexec-batch-writer", daemon=True)
+        self._writer.start()
 
     def stop_asked(self) -> bool:
         return bool(self.commands.poll())  # a message (only "stop" follows the plan) or EOF
 
+    def _write(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            views, nbytes = item
+            try:
+                _write_views(self.fd, views)
+            except OSError:  # the trainer closed the pipe: it wants no more
+                self.broken = True
+            with self._room:
+                self.held -= 1
+                self.held_bytes -= nbytes
+                self._room.notify_all()
+            if self.broken:
+                return
+
     def send(self, kind: str, payload: Any = None, arrays: Sequence[np.ndarray] = ()) -> None:
-        if self.stop_asked():
+        if self.broken or self.stop_asked():
             raise _Stopped
-        try:
-            write_message(self.fd, kind, payload, arrays)
-        except BrokenPipeError:
-            raise _Stopped from None
+        views = encode_message(kind, payload, arrays)
+        nbytes = sum(len(v) for v in views)
+        with self._room:
+            while self.held and (
+                self.held_bytes + nbytes > self.ahead_bytes or self.held >= self.ahead_messages
+            ):
+                self._room.wait(timeout=0.2)
+                if self.broken or self.stop_asked():
+                    raise _Stopped
+            self.held += 1
+            self.held_bytes += nbytes
+        self._outbox.put((views, nbytes))
+
+    def flush(self) -> None:
+        """Waits until every message is written (or the trainer stops us)."""
+        self._outbox.put(None)
+        while self._writer.is_alive():
+            self._writer.join(timeout=0.2)
+            if self._writer.is_alive() and self.stop_asked():
+                raise _Stopped
 
 
 def _exit_on_term(signum: int, frame: Any) -> None:
@@ -352,11 +405,13 @@ def run_batcher(commands: Any, out: Any) -> None:
             link.send("end", epoch)
             epoch += 1
         link.send("done")
+        link.flush()
     except _Stopped:
         pass
     except Exception as e:  # not SystemExit (SIGTERM): that only ends the process
         with contextlib.suppress(Exception):
             link.send("error", (_picklable(e), traceback.format_exc()))
+            link.flush()
     finally:
         if readers is not None:
             readers.terminate()

@@ -136,20 +136,23 @@ class Prefetcher:
         self.thread = threading.Thread(target=self._run, args=(source,), daemon=True)
         self.thread.start()
 
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, source: Iterator[Any]) -> None:
         try:
             for item in source:
-                while not self._stop.is_set():
-                    try:
-                        self.queue.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
         except BaseException as e:
             self.error = e
-        self.queue.put(self._END)
+        self._put(self._END)
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -163,7 +166,10 @@ class Prefetcher:
             yield item
 
     def close(self) -> None:
+        """Stops the thread, and waits a moment for it: one still pinning memory when the
+        interpreter exits can abort it (C++ `terminate` in CUDA's teardown)."""
         self._stop.set()
+        self.thread.join(timeout=2.0)
 
 
 def online_groups(pool: Any, chunk: int, seed: int) -> Iterator[TypeGroup]:
@@ -391,6 +397,9 @@ def _train(
             dist.broadcast(p.data, 0)
     if optimizer is None:
         optimizer = make_optimizer(network, opt.lr, opt.weight_decay)
+    # The parameters, listed once (and again when addresses are added): `network.parameters()`
+    # walks every address's modules, hundreds on the tau decay, a millisecond a step.
+    parameters = list(network.parameters())
     if opt.cosine:
         total = opt.traces // opt.batch_size // world if opt.traces else 0
         if not total and dataset is not None and opt.epochs:
@@ -453,10 +462,12 @@ def _train(
             try:
                 for batch in fetch:
                     added = network.ensure_sites([batch.group.layout], optimizer)
-                    if added and world > 1:
-                        raise TrainingError(
-                            f"rank {rank} met {added} address(es) not in the dataset's type table"
-                        )
+                    if added:
+                        if world > 1:
+                            raise TrainingError(
+                                f"rank {rank} met {added} address(es) not in the dataset's type table"
+                            )
+                        parameters = list(network.parameters())
                     values, params, obs = batch.on(device, noise)
                     lr = schedule.apply(optimizer)
                     optimizer.zero_grad(set_to_none=True)
@@ -493,7 +504,7 @@ def _train(
                                 f"training loss is {total} at step {state['step']} (epoch {epoch}){where}"
                             )
                     if opt.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(network.parameters(), opt.clip_grad)
+                        torch.nn.utils.clip_grad_norm_(parameters, opt.clip_grad)
                     optimizer.step()
                     schedule.step()
                     n = len(batch) * world
