@@ -62,9 +62,11 @@ def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Pa
             warmup_steps=200,
             threads=args.threads, seed=args.seed, valid_traces=1000, checkpoint_every=1000,
         )  # fmt: skip
+        print(f"training starts at {time.time():.0f} (Unix time)", flush=True)
         res = train(
             args.simulator, dataset=data, output=net, options=opts, log_path=work / "tau.csv", resume=True
         )
+        print(f"training ends at {time.time():.0f} (Unix time)", flush=True)
         done.write_text(json.dumps({"traces": res.traces, "seconds": res.seconds}))
         print(
             f"trained {res.traces} traces in {res.seconds:.0f} s ({res.traces_per_second:.0f} traces/s, "
@@ -106,7 +108,17 @@ def describe(post: Posterior) -> dict[str, Any]:
         out[k] = {"mean": float(e.mean), "std": float(e.stddev), "ci90": [float(lo), float(hi)]}
     probs = post["channel"].probabilities()
     out["channel"] = {TAU_CHANNELS[int(c)]: float(p) for c, p in sorted(probs.items())}
-    for key in ("acceptance_rate", "r_hat", "chains", "prior_fallbacks", "network_steps", "mean_batch"):
+    if post.stats.get("driver_seconds"):  # IC: the traces alone, without process start-up
+        out["traces_per_driver_s"] = (n + post.dropped) / post.stats["driver_seconds"]
+    for key in (
+        "acceptance_rate",
+        "r_hat",
+        "chains",
+        "prior_fallbacks",
+        "network_steps",
+        "mean_batch",
+        "processes",
+    ):
         if key in post.stats:
             out[key] = post.stats[key]
     return out
@@ -177,7 +189,14 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
                 r = res[eng]
                 print(
                     f"  {eng:3s} ESS/N {r['ess_over_n']:.3f}  px {r['px']['mean']:6.2f}  py {r['py']['mean']:6.2f}  "
-                    f"pz {r['pz']['mean']:6.2f}  P(true channel) {r['channel'].get(name, 0.0):.2f}"
+                    f"pz {r['pz']['mean']:6.2f}  P(true channel) {r['channel'].get(name, 0.0):.2f}  "
+                    f"{r['traces_per_s']:.0f} traces/s"
+                    + (
+                        f" ({r['traces_per_driver_s']:.0f} in the drivers)"
+                        if "traces_per_driver_s" in r
+                        else ""
+                    ),
+                    flush=True,
                 )
     return results
 
