@@ -343,11 +343,12 @@ def batcher_main(commands: Any, out: Any) -> None:
 
 
 def run_batcher(commands: Any, out: Any) -> None:
-    """The batcher's work: waits for its `PipelineConfig` and then the `Plan`, then sends `sample` (a list of TypeGroups),
-    `batch` (a HostBatch's fields, arrays after; its layout only the first time, then its key), `end` (an epoch's number) and `done` messages;
-    `skipped` (a damaged shard's message, for the trainer to warn about) and `error` (an exception
-    and its traceback text) as they happen. Stops when asked, when the trainer's pipes close, or
-    on SIGTERM; its shard readers end with it."""
+    """The batcher's work: waits for its `PipelineConfig` and then the `Plan`, then sends
+    `sample` (a list of TypeGroups), `batch` (a HostBatch's fields, arrays after; its layout only
+    the first time, then its key), `end` (an epoch's number) and `done` messages; `skipped` (a
+    damaged shard's message, for the trainer to warn about) and `error` (an exception and its
+    traceback text) as they happen. Stops when asked, when the trainer's pipes close, or on
+    SIGTERM; its shard readers end with it."""
     # Ctrl-C reaches the whole process group: the trainer decides, and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_term)

@@ -116,8 +116,8 @@ class BatchProcess:
     """A running batcher for one training run. `plan()` once, then `sample()` (if asked for) and
     `epoch(e)` for each epoch in order; `close()` always (it ends the process and its readers).
 
-    `depth` minibatches wait here ready (pinned) for the training loop; the pipe and the batcher
-    hold about one more each."""
+    `depth` minibatches wait here ready (pinned) for the training loop; the batcher holds up to
+    256 more (256 MB), ready to send, so it stays ahead while it refills its shuffle buffer."""
 
     def __init__(self, config: PipelineConfig, *, pin: bool = False, depth: int = 4) -> None:
         self.config = config
