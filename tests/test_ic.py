@@ -242,6 +242,7 @@ def test_gum_cli_train_then_ic_matches_exact_posterior(gum_data, tmp_path):
         "--lr",
         "3e-3",
         "--cosine",
+        "--batch-process",  # minibatches from a process of their own, as on CUDA
         "--json",
         "--quiet",
     )

@@ -351,6 +351,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config_overrides=overrides,
         threads=args.threads,
         read_workers=args.read_workers,
+        batch_process=args.batch_process,
     )
     out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
@@ -521,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="processes reading dataset shards (default: 0 on CPU, up to 8 on CUDA)",
+    )
+    s.add_argument(
+        "--batch-process",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make minibatches in a process of their own (default: on CUDA only)",
     )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
