@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probexec.inference.ic import ic_posterior
+from probexec.inference.ic import ic_posterior, ic_posterior_processes
+from probexec.nn import NetworkMismatchError
 from probexec.nn.training import build_network
 from probexec.remote import RemoteModel
 from probexec.trace import FLAG_VALUE_OMITTED, NORMAL, OBSERVE, AddressTable, TraceBatchBuilder, score_draw
@@ -47,3 +48,12 @@ def test_scored_images_give_the_weights_of_kept_images(tmp_path):
     t = scored.traces.trace(0)
     image = t.named("calorimeter")
     assert image.value is None and image.log_prob == pytest.approx(t.log_likelihood)
+
+
+def test_driver_processes_report_a_network_that_cannot_load(tmp_path):
+    """Every driver process fails to load the network: the error reaches the caller, and no driver
+    waits for the others to start (each marks itself failed)."""
+    bad = tmp_path / "not_a_network.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(NetworkMismatchError, match=r"not_a_network\.pt: not a readable probexec network"):
+        ic_posterior_processes(bad, "gum", 10, {"obs": [8.0, 9.0]}, processes=2, in_flight=2, seed=0)

@@ -360,19 +360,32 @@ def _posterior(
 
 
 # --- several driver processes ----------------------------------------------------------------------
-# In a worker process: the shared per-process counts of finished traces, and this process's slot.
-# One writer per slot, so no lock (a lock is a named semaphore that spawned pools leak warnings about).
+# In a worker process: the shared per-process counts of finished traces and start flags, and this
+# process's slot. One writer per slot, so no lock (a lock is a named semaphore, which spawned pools
+# warn about at exit).
 _TRACES_DONE: Any = None
+_READY: Any = None
 _SLOT = 0
+_START_WAIT_S = 300.0  # at most this long for the other drivers to be ready
 
 
-def _count_init(counts: Any) -> None:
-    global _TRACES_DONE
-    _TRACES_DONE = counts
+def _count_init(counts: Any, ready: Any) -> None:
+    global _TRACES_DONE, _READY
+    _TRACES_DONE, _READY = counts, ready
 
 
 def _count_trace() -> None:
     _TRACES_DONE[_SLOT] += 1
+
+
+def _start_together() -> None:
+    """Marks this driver ready and waits until every driver is (or one has failed): drivers that
+    started first would otherwise run against the others' start-up (importing torch, loading the
+    network, starting simulators), and the run's rate would mix the two."""
+    _READY[_SLOT] = 1
+    deadline = time.monotonic() + _START_WAIT_S
+    while not all(_READY) and -1 not in list(_READY) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _driver_process(
@@ -387,13 +400,17 @@ def _driver_process(
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
     global _SLOT
     from probexec.inference.pool import remote_pool
-
-    _SLOT = slot
     from probexec.nn.checkpoint import load_checkpoint
 
-    net, _ = load_checkpoint(network, simulator=simulator, device=device)
-    with remote_pool(simulator, workers=in_flight) as pool:
-        return _run_driver(net, pool.models, num_traces, observe, seed, device, False, _count_trace)
+    _SLOT = slot
+    try:
+        net, _ = load_checkpoint(network, simulator=simulator, device=device)
+        with remote_pool(simulator, workers=in_flight) as pool:
+            _start_together()
+            return _run_driver(net, pool.models, num_traces, observe, seed, device, False, _count_trace)
+    except BaseException:
+        _READY[slot] = -1  # the others start without this one; the parent raises its error
+        raise
 
 
 def ic_posterior_processes(
@@ -426,9 +443,10 @@ def ic_posterior_processes(
     seeds = np.random.SeedSequence(seed).generate_state(len(sizes), dtype=np.uint64)
     ctx = mp.get_context("spawn")  # the parent may hold CUDA state, which a fork must not copy
     counts = ctx.RawArray("q", len(sizes))
+    ready = ctx.RawArray("b", len(sizes))
     bar = tqdm(total=num_traces, desc="IC", unit="trace", disable=not progress)
     try:
-        with ctx.Pool(len(sizes), initializer=_count_init, initargs=(counts,)) as pool:
+        with ctx.Pool(len(sizes), initializer=_count_init, initargs=(counts, ready)) as pool:
             jobs = [
                 pool.apply_async(
                     _driver_process,
