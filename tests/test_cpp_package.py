@@ -121,3 +121,65 @@ def test_out_of_tree_simulator(tmp_path: Path, how: str) -> None:
         assert np.isfinite(batch.values_of("y")).all()
     finally:
         model.close()
+
+
+# A simulator whose draws sit two calls deep, with `PADDING` compiled in before them: padding
+# that changes size moves every later function in the binary, as any unrelated edit does.
+STABLE_CPP = r"""
+#include <probexec/probexec.hpp>
+
+using namespace probexec;
+
+PADDING
+
+__attribute__((noinline)) static double inner(double mu) {
+  observe(Normal(mu, 1.0), "y");
+  return sample(Uniform(0.0, 1.0)).item();  // unnamed: its id is its call stack alone
+}
+
+__attribute__((noinline)) static Tensor model() {
+  double mu = sample(Normal(0.0, 1.0), "mu");
+  tag(Tensor(inner(mu)), "u");
+  return mu;
+}
+
+int main(int argc, char** argv) { return serve(model, argc, argv, "stable_ids"); }
+"""
+
+PADDINGS = [
+    "__attribute__((used)) static double padding() { return 0.0; }",
+    # Volatile accumulations the optimiser cannot fold away: a few hundred bytes of code.
+    "__attribute__((used, noinline)) static double padding() {\n  volatile double s = 0;\n"
+    + "".join(f"  s = s * 1.{k} + {k};\n" for k in range(1, 60))
+    + "  return s * 0.0;\n}",
+]
+
+
+def _address_ids(exe: Path) -> dict[str, int]:
+    model = probexec.RemoteModel(executable=exe, timeout=20)
+    try:
+        batch = model.prior(3, mode="per_draw", seed=0)
+    finally:
+        model.close()
+    ids = {}
+    for aid in np.unique(batch.address_id):
+        rec = batch.addresses[int(aid)]
+        ids[rec.name or f"unnamed kind {rec.kind} type {rec.dist_type}"] = int(aid)
+    return ids
+
+
+def test_address_ids_survive_a_rebuild_with_other_code_moved(tmp_path: Path) -> None:
+    """A network trained on traces of one build must recognise the addresses of the next build
+    of the same model code: ids follow (function, offset in it), not offsets in the binary."""
+    builds = []
+    for k, padding in enumerate(PADDINGS):
+        src = tmp_path / f"build{k}"
+        src.mkdir()
+        (src / "main.cpp").write_text(STABLE_CPP.replace("PADDING", padding))
+        builds.append(_build_with_pkg_config(src))
+    sizes = [_run(["nm", "-C", str(b)], tmp_path) for b in builds]
+    moved = [next(line.split()[0] for line in s.splitlines() if "model()" in line) for s in sizes]
+    assert moved[0] != moved[1], "the padding did not move the model's code; the test proves nothing"
+    first, second = (_address_ids(b) for b in builds)
+    assert len(first) == 4, first  # mu, y, the unnamed uniform, u
+    assert first == second

@@ -3,12 +3,14 @@ IC posteriors against the exact ones (tolerances: 4 standard errors from the ESS
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import torch
 
 from conftest import assert_close
 from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
+from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.data.sparse import SparseRows
 from probexec.inference.ic import ic_posterior
 from probexec.nn import NetworkMismatchError, TrainingError, TrainOptions, load_checkpoint, train
@@ -369,6 +372,30 @@ def test_new_addresses_keep_the_optimizer_state_of_old_ones(tmp_path):
     for p in net.parameters():
         if id(p) in before:
             torch.testing.assert_close(opt.state[p]["exp_avg"], before[id(p)])
+
+
+def test_ic_warns_when_the_network_knows_none_of_the_addresses(gum_data):
+    """A network made from another build's traces (here: every address id moved, as a rebuild
+    with changed model code moves them) would quietly be prior sampling; IC says so."""
+    groups = list(minibatches(gum_data.iter_groups(), 64, rng=np.random.default_rng(0)))[:2]
+    own = build_network("gum", groups)
+    moved = [
+        TypeGroup(
+            TypeLayout(tuple(dataclasses.replace(s, address_id=s.address_id ^ 1) for s in g.layout.sites)),
+            g.values,
+            g.params,
+            g.observations,
+        )
+        for g in groups
+    ]
+    other = build_network("gum", moved)
+    with pytest.warns(RuntimeWarning, match="never seen"):
+        post = ic(other, "gum", 24, in_flight=4)
+    assert post.stats["prior_fallbacks"] == 24 and post.stats["network_draws"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post = ic(own, "gum", 24, in_flight=4)
+    assert post.stats["prior_fallbacks"] == 0 and post.stats["network_draws"] == 24
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(gum_data, tmp_path):

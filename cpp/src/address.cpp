@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <link.h>  // ElfW, ET_EXEC
 #include <execinfo.h>
+#include <sys/auxv.h>
 #include <unwind.h>
 
 #include <cstdio>
@@ -136,12 +137,35 @@ std::uint64_t AddressBook::frame_key(void* pc) {
   if (dladdr(pc, &dl) && dl.dli_fname) {
     const char* mod = basename_of(dl.dli_fname);
     std::uintptr_t offset = raw - reinterpret_cast<std::uintptr_t>(dl.dli_fbase);
-    key = mix(hash_bytes(mod, std::strlen(mod), 0), offset);
+    // A non-PIE executable's symbols hold absolute addresses, a PIE's or a library's offsets.
+    const auto* ehdr = static_cast<const ElfW(Ehdr)*>(dl.dli_fbase);
+    const std::uintptr_t at = ehdr && ehdr->e_type == ET_EXEC ? raw : offset;
+    // The return address follows the call; the call itself (one byte back) is in the function
+    // even when it is the function's last instruction.
+    const FunctionSymbol* fn = at > 0 ? functions(dl).find(at - 1) : nullptr;
+    if (fn) {
+      key = mix(mix(hash_bytes(mod, std::strlen(mod), 0), fn->name_hash), at - fn->start);
+    } else {
+      key = mix(hash_bytes(mod, std::strlen(mod), 0), offset);  // no symbol: the module offset
+    }
   } else {
     key = mix(0, raw);
   }
   frame_keys_.emplace(raw, key);
   return key;
+}
+
+const FunctionTable& AddressBook::functions(const Dl_info& module) {
+  auto it = function_tables_.find(module.dli_fbase);
+  if (it == function_tables_.end()) {
+    // The main program is named as it was started (perhaps a relative path, since left behind):
+    // read it through /proc. It is the module holding the program headers the kernel mapped.
+    Dl_info main{};
+    const bool is_main = dladdr(reinterpret_cast<void*>(getauxval(AT_PHDR)), &main) && main.dli_fbase == module.dli_fbase;
+    auto table = std::make_unique<FunctionTable>(is_main ? std::string("/proc/self/exe") : std::string(module.dli_fname));
+    it = function_tables_.emplace(module.dli_fbase, std::move(table)).first;
+  }
+  return *it->second;
 }
 
 std::uint64_t AddressBook::capture(const void* caller_pc, DrawKind kind, std::uint8_t dist_type, const std::string& name,

@@ -1,17 +1,23 @@
 // Addresses of draws: where in the simulator's code (which call stack) a draw happened.
 //
 // Capturing must be cheap because it happens on every draw: we take raw return addresses with
-// backtrace(), map each to (module, offset) through a per-thread cache, and hash those into a
-// 64-bit id that is the same in every process running the same binary (ASLR moves modules, not
-// offsets). The readable form (demangled function+offset, file:line) costs milliseconds, so it is
+// backtrace(), map each to (module, function, offset in the function) through a per-thread
+// cache, and hash those into a 64-bit id. It is the same in every process running the same
+// binary (ASLR moves modules, not offsets), and in a rebuild where the functions on the stack did
+// not change (see symbols.hpp). A frame in a module without a symbol table (fully stripped) is
+// keyed by its module offset instead. The readable form (demangled function+offset, file:line) costs milliseconds, so it is
 // made once per id, the first time the id is seen.
 #pragma once
 
+#include <dlfcn.h>
+
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
 #include "probexec/probexec.hpp"
+#include "symbols.hpp"
 
 namespace probexec::detail {
 
@@ -48,10 +54,12 @@ class AddressBook {
  private:
   static constexpr int kMaxFrames = 64;
   std::uint64_t frame_key(void* pc);
+  const FunctionTable& functions(const Dl_info& module);
   AddressInfo describe(std::uint64_t id, void* const* pcs, int n, DrawKind kind, std::uint8_t dist_type,
                        const std::string& name) const;
 
   std::unordered_map<std::uintptr_t, std::uint64_t> frame_keys_;
+  std::unordered_map<const void*, std::unique_ptr<FunctionTable>> function_tables_;  // by module base
   std::unordered_map<std::uint64_t, AddressInfo> infos_;
   int entry_depth_ = 0;
   const void* entry_pc_ = nullptr;  // the model runner's return address the depth was computed for

@@ -26,7 +26,8 @@ namespace detail {
 
 namespace {
 
-const char* const kCapabilities[] = {"stream", "local_draws", "address_ids", "errors", "draw_locally", "replace", "shutdown"};
+const char* const kCapabilities[] = {"stream",  "local_draws", "address_ids", "errors",
+                                     "draw_locally", "replace", "shutdown",  "local_tags"};
 
 struct Options {
   std::string address;
@@ -129,6 +130,9 @@ class Server {
   DrawRecorder& pending() { return pending_; }
   std::unordered_set<std::uint64_t>& sent() { return sent_; }
   bool record_uncontrolled_values() const { return record_uncontrolled_values_; }
+  // The engine announced "local_tags": tags travel with the next message instead of each being a
+  // round trip of its own (a tau trace has 9 of its 24 messages as tags).
+  bool local_tags() const { return local_tags_; }
   // Sends the finished buffer and waits for the engine's reply of type `expected`.
   const ppx::Message* request(ppx::MessageBody expected);
   // Starts a Sample/Observe/Tag message: the address string (v1 peers get it every time, v2
@@ -182,6 +186,7 @@ class Server {
   std::uint32_t version_ = 0;
   bool handshaken_ = false;
   bool record_uncontrolled_values_ = true;
+  bool local_tags_ = false;
   // A request that arrived mid-trace and must be handled at the top of the loop.
   std::optional<std::vector<std::uint8_t>> deferred_;
   ZmqMessage in_;
@@ -258,6 +263,12 @@ void Server::handshake(const ppx::Handshake* h) {
   }
   version_ = peer;
   handshaken_ = true;
+  local_tags_ = false;
+  if (peer != 0 && h->capabilities()) {
+    for (const auto* c : *h->capabilities()) {
+      if (c && c->str() == "local_tags") local_tags_ = true;
+    }
+  }
   sent_.clear();
   pending_.clear();
   if (peer == 0) {
@@ -435,6 +446,10 @@ void RemoteContext::on_observe(const Distribution& d, const Tensor* value, const
 
 void RemoteContext::on_tag(const Tensor& value, const std::string&, std::uint64_t id, std::uint32_t instance) {
   auto& s = server_;
+  if (s.v2() && s.local_tags()) {
+    s.pending().add(id, instance, DrawKind::Tag, 0, nullptr, value, true);
+    return;
+  }
   auto& b = s.builder();
   auto [addr, name] = s.begin_draw_message(id);
   auto val = write_tensor(b, value);

@@ -78,6 +78,8 @@ class RemoteModel(Model):
     transport: "ipc" (default) or "tcp" (loopback, a free port) for simulators started here.
     timeout: seconds to wait for any single reply before declaring the simulator hung.
     protocol_version: what the engine announces; 0 drives the simulator as a plain PPX v1 engine.
+    local_tags: let the simulator send its tags with its next message instead of waiting for a
+        reply to each (v2 peers that announce "local_tags"); False keeps one round trip per tag.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class RemoteModel(Model):
         protocol_version: int = PROTOCOL_VERSION,
         addresses: AddressTable | None = None,
         record_uncontrolled_values: bool = False,
+        local_tags: bool = True,
     ) -> None:
         if simulator is None and address is None and executable is None:
             raise ValueError("RemoteModel needs a simulator name, an address or an executable")
@@ -107,6 +110,7 @@ class RemoteModel(Model):
         self.timeout = timeout
         self.startup_timeout = startup_timeout
         self.requested_version = protocol_version
+        self.local_tags = local_tags
         # Uncontrolled draws (a shower's thousands of spots) are kept as a count per address and
         # trace unless their values are asked for.
         self.record_uncontrolled_values = record_uncontrolled_values
@@ -239,7 +243,8 @@ class RemoteModel(Model):
     def _handshake(self) -> None:
         self._where = "handshake"
         v = self.requested_version
-        reply = self._request(_core.encode_handshake("probexec engine", v, list(CAPABILITIES) if v else []))
+        caps = [c for c in CAPABILITIES if self.local_tags or c != "local_tags"] if v else []
+        reply = self._request(_core.encode_handshake("probexec engine", v, caps))
         if reply[0] == _ERROR:
             raise ProtocolError(f"simulator {self.name!r} refused the handshake: {reply[1]}")
         if reply[0] != int(MessageType.HANDSHAKE_RESULT):

@@ -15,6 +15,7 @@ counted and reported.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,7 +357,31 @@ def _posterior(
     stats["mean_batch"] = float(np.mean(sizes)) if sizes else 0.0
     post = Posterior("ic", batch, log_w, names, seconds, dropped, stats)
     post.stats["ess_fraction"] = post.ess / max(post.num_traces, 1)
+    _warn_if_mostly_unknown(stats)
     return post
+
+
+# Share of controlled draws from the prior above which IC warns that the network does not know
+# this simulator's addresses (a few rare addresses falling back is normal).
+UNKNOWN_WARN_FRACTION = 0.5
+
+
+def _warn_if_mostly_unknown(stats: Mapping[str, Any]) -> None:
+    """A network that meets mostly unknown addresses is IS from the prior under another name;
+    the usual cause is a simulator whose model code changed since the training data was made
+    (address ids follow the functions on the call stack), so say so instead of returning a
+    posterior that only looks amortised."""
+    fallbacks, proposed = stats["prior_fallbacks"], stats["network_draws"]
+    if fallbacks and fallbacks > UNKNOWN_WARN_FRACTION * (fallbacks + proposed):
+        shown = ", ".join(stats["unknown_addresses"][:6])
+        warnings.warn(
+            f"the network proposed only {proposed} of {fallbacks + proposed} controlled draws; the "
+            f"other {fallbacks} came from the prior at addresses it has never seen ({shown}, ...). "
+            "Was the simulator's model code changed or rebuilt without its symbol table since the "
+            "training traces were made? Retrain on traces of this build.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 # --- several driver processes ----------------------------------------------------------------------

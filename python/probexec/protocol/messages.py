@@ -30,4 +30,14 @@ class RunMode(IntEnum):
 
 
 PROTOCOL_VERSION = 2
-CAPABILITIES = ("stream", "local_draws", "address_ids", "errors", "draw_locally", "replace", "shutdown")
+CAPABILITIES = (
+    "stream",
+    "local_draws",
+    "address_ids",
+    "errors",
+    "draw_locally",
+    "replace",
+    "shutdown",
+    # The engine takes tags with the next message (a DrawBatch row) rather than one round trip each.
+    "local_tags",
+)
