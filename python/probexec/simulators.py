@@ -114,7 +114,7 @@ SIMULATORS: dict[str, SimulatorInfo] = {
         _tau(
             "tau_decay_coarse",
             "tau_decay_fixed_spots with a 200 MeV noise floor per voxel instead of 5 MeV (a coarse "
-            "detector): px is known to about 0.1 GeV, not to a few MeV",
+            "detector): with every other latent held, px moves the likelihood within about 0.1 GeV, not a few MeV",
             "--fixed-spots",
             "--noise-floor",
             "0.2",
