@@ -13,7 +13,9 @@ from probexec.trace import TraceBatch
 TAG = 2
 
 
-def _traces_and_replies(sim: str, local_tags: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[TraceBatch, int]:
+def _traces_and_replies(
+    sim: str, local_tags: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[TraceBatch, int]:
     """Per-draw prior traces of `sim`, and how many replies the engine decoded for them."""
     with probexec.RemoteModel(sim, local_tags=local_tags) as model:
         assert "local_tags" in model.capabilities  # what this front end offers either way
