@@ -196,7 +196,10 @@ def test_a_corrupt_shard_is_reported_through_the_batch_process(branching, tmp_pa
 
 def test_a_dying_batch_process_or_an_interrupt_ends_training_without_a_hang(branching):
     before = spawned()
-    opts = dict(batch_size=16, epochs=3, progress=False, threads=1, batch_process=True, read_workers=1)
+    # 30 epochs, about 5 600 batches: far more than the batcher can hold ahead (256 messages) plus
+    # what the pipe buffers, so at step 3 it is surely still working. With 3 epochs a slow
+    # trainer (a loaded machine) found every batch already in the pipe and never saw the death.
+    opts = dict(batch_size=16, epochs=30, progress=False, threads=1, batch_process=True, read_workers=1)
 
     def kill(step: int, loss: float) -> None:
         if step == 3:

@@ -397,6 +397,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Per address, how much better than the prior a network scores held-out prior traces."""
+    import json
+
+    import torch
+
+    from probexec.data import TraceDataset
+    from probexec.nn import load_checkpoint
+    from probexec.nn.diagnostics import address_gains, format_report
+
+    data = TraceDataset(args.data, on_corrupt=args.on_corrupt)
+    net, _ = load_checkpoint(
+        args.network,
+        simulator=data.simulator,
+        observations={k: tuple(v["shape"]) for k, v in data.observations.items()},
+        device=args.device,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = address_gains(net, data, args.traces, seed=args.seed, device=args.device)
+    if report.traces == 0:
+        print(
+            f"error: none of the traces in {args.data} are of a type the network has layers for",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_report(report, args.top))
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     """Events for plotting: every named quantity per event (latents, tags, observations; for an
     observation also its noiseless mean), NaN where an event lacks it."""
@@ -533,6 +566,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser(
+        "evaluate",
+        help="per address: how much better than the prior a trained network scores held-out traces",
+    )
+    s.add_argument("network", help="a checkpoint from `probexec train`")
+    s.add_argument("--data", required=True, help="held-out prior traces (`probexec prior ... -o DIR`)")
+    s.add_argument("--traces", type=int, default=2000)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--top", type=int, default=None, help="show only the N addresses gaining most")
+    s.add_argument("--seed", type=int, default=0, help="for the observations' noise")
+    s.add_argument(
+        "--on-corrupt", choices=["stop", "skip"], default="stop", help="a damaged shard: stop or skip it"
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser(
         "simulate", help="simulate events (latents, tags, observations) into an .npz for plotting"

@@ -180,7 +180,7 @@ def _normal_log_prob_rows(vals: np.ndarray, loc: np.ndarray, scale: np.ndarray) 
     return -0.5 * z.sum(1) - log_scale.sum(1) - 0.5 * vals.shape[1] * np.log(2 * np.pi)
 
 
-def _score_rows(dist_type: int, vals: np.ndarray, prm: np.ndarray) -> np.ndarray:
+def score_rows(dist_type: int, vals: np.ndarray, prm: np.ndarray) -> np.ndarray:
     """Σ log-density per row of `vals` [k, vn] under `dist_type` with flat parameters `prm`
     [k, pn] (the DrawBatch layout)."""
     from probexec.distributions import from_wire
@@ -202,7 +202,7 @@ def score_draw(dist_type: int, params: Any, value: Any) -> float:
     what a wide observation (a calorimeter image) is reduced to when its row is not kept."""
     v = np.asarray(value, dtype=np.float64).reshape(1, -1)
     p = flatten_params(dist_type, params, v[0])
-    return float(_score_rows(dist_type, v, p.reshape(1, -1))[0])
+    return float(score_rows(dist_type, v, p.reshape(1, -1))[0])
 
 
 @dataclass
@@ -541,7 +541,7 @@ class TraceBatch:
             dt, vn, pn = int(key >> 42), int((key >> 21) & 0x1FFFFF), int(key & 0x1FFFFF)
             vals_np = _gather(self.values, self.value_offsets[idx], vn)
             prm = _gather(self.params, self.param_offsets[idx], pn)
-            out[idx] = _score_rows(dt, vals_np, prm)
+            out[idx] = score_rows(dt, vals_np, prm)
         self._cache["log_prob"] = out
         return out
 

@@ -371,9 +371,14 @@ class ProposalLSTM(nn.Module):
     ) -> Tensor:
         """`log_q` one site at a time, as the inference path steps: the reference the grouped
         `log_q` is tested against."""
-        n = len(values)
         if len(layout) == 0:
-            return torch.zeros(n, device=values.device)
+            return torch.zeros(len(values), device=values.device)
+        return self.site_log_q(layout, values, params, obs_embedding).sum(0)
+
+    def site_log_q(self, layout: TypeLayout, values: Tensor, params: Tensor, obs_embedding: Tensor) -> Tensor:
+        """log q of each site's value, [sites, B]: which addresses the network has learned
+        (`nn.diagnostics`), where the trace total hides it."""
+        n = len(values)
         vo, po = layout.value_offsets, layout.param_offsets
         keys = [s.key for s in layout.sites]
         inputs = []
@@ -382,13 +387,13 @@ class ProposalLSTM(nn.Module):
             inputs.append(torch.cat([obs_embedding, prev, self.current_input(key, n)], -1))
             prev = self.previous_input(key, params[:, po[t] : po[t + 1]], values[:, vo[t] : vo[t + 1]])
         out, _ = self.lstm(torch.stack(inputs))
-        total = torch.zeros(n, device=values.device)
+        per_site = []
         for t, key in enumerate(keys):
             head = self.heads[key]
-            total = total + head.log_prob(
-                head.raw(out[t]), params[:, po[t] : po[t + 1]], values[:, vo[t] : vo[t + 1]]
+            per_site.append(
+                head.log_prob(head.raw(out[t]), params[:, po[t] : po[t + 1]], values[:, vo[t] : vo[t + 1]])
             )
-        return total
+        return torch.stack(per_site)
 
     def loss(
         self, layout: TypeLayout, values: Tensor, params: Tensor, observations: Mapping[str, Tensor]
