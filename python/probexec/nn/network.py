@@ -67,7 +67,9 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, d: Mapping) -> NetworkConfig:
         obs = [
-            ObservationSpec(o["name"], tuple(o["shape"]), o["embedding"], o["transform"])
+            ObservationSpec(
+                o["name"], tuple(o["shape"]), o["embedding"], o["transform"], o.get("norm", "none")
+            )
             for o in d["observations"]
         ]
         return cls(**{k: v for k, v in d.items() if k != "observations"}, observations=obs)

@@ -44,11 +44,12 @@ from probexec.nn.embeddings import ObservationSpec
 from probexec.nn.network import NetworkConfig, ProposalLSTM
 
 # Embedding defaults for the built-in simulators' observations (others: by shape, no transform).
-DEFAULT_EMBEDDINGS: dict[tuple[str, str], tuple[str, str]] = {
-    ("tau_decay", "calorimeter"): ("cnn3d", "symlog"),
-    ("tau_decay_fixed_spots", "calorimeter"): ("cnn3d", "symlog"),
-    ("tau_decay_coarse", "calorimeter"): ("cnn3d", "symlog"),
-    ("calorimeter", "calorimeter"): ("cnn3d", "symlog"),
+# (embedding, transform, norm); see embeddings.py for why the calorimeter CNNs use batch norm.
+DEFAULT_EMBEDDINGS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("tau_decay", "calorimeter"): ("cnn3d", "symlog", "batch"),
+    ("tau_decay_fixed_spots", "calorimeter"): ("cnn3d", "symlog", "batch"),
+    ("tau_decay_coarse", "calorimeter"): ("cnn3d", "symlog", "batch"),
+    ("calorimeter", "calorimeter"): ("cnn3d", "symlog", "batch"),
 }
 
 
@@ -196,9 +197,13 @@ def observation_specs(
             shapes.setdefault(name, tuple(ob.shape))
     specs = []
     for name in sorted(shapes):
-        emb, tr = DEFAULT_EMBEDDINGS.get((simulator, name), ("auto", "none"))
+        emb, tr, norm = DEFAULT_EMBEDDINGS.get((simulator, name), ("auto", "none", "none"))
         o = (overrides or {}).get(name, {})
-        specs.append(ObservationSpec(name, shapes[name], o.get("embedding", emb), o.get("transform", tr)))
+        specs.append(
+            ObservationSpec(
+                name, shapes[name], o.get("embedding", emb), o.get("transform", tr), o.get("norm", norm)
+            )
+        )
     return specs
 
 
