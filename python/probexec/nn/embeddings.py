@@ -5,15 +5,17 @@ Chosen per observation by its shape (`auto`): a vector or scalar gets a feed-for
 standardised with statistics taken from training data when the network is made; calorimeter-like
 inputs (energies spanning decades, noisy around zero) go through a signed log first.
 
-A CNN may also normalise its activations over the batch (`norm="batch"`: BatchNorm after every
-convolution and after the last linear layer), which the calorimeter defaults use. Without it, on
-an image whose voxels are mostly noise, the CNN's output at initialisation differs between
-images by about a percent of its size (a tau image with 200 MeV of noise per voxel: std 0.01
-across images against values of 0.1), so the LSTM above it sees nearly the same input for every
-event. IC training then learns from the earlier draws of a trace and never from the image, and
-the unused units die (`docs/ic/README.md`, fourth session). Batch statistics make every feature
-vary across the batch from the first step; the network runs with the running statistics when
-proposing (`eval()`), so one event's proposals do not depend on the traces beside it.
+A CNN may also normalise its features (`norm="running"`: after every convolution and after the
+last linear layer, each feature standardised by statistics tracked over training), which the
+calorimeter defaults use.
+- Without it, on an image whose voxels are mostly noise, the CNN's output at initialisation
+  differs between images by about a tenth of its size. On a tau image with 200 MeV of noise per
+  voxel that is a std of 0.01 across images against values of 0.1. So the LSTM above it sees
+  nearly the same input for every event, and IC training learns from the earlier draws of a
+  trace, never from the image. The unused units then die (`docs/ic/README.md`, fourth session).
+- Standardised features differ between events from the first step.
+- The statistics are running ones, not the batch's (see `_running`), so training and proposing
+  normalise alike.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor, nn
 
 EMBEDDINGS = ("auto", "ff", "cnn2d", "cnn3d")
 TRANSFORMS = ("none", "symlog")
-NORMS = ("none", "batch")
+NORMS = ("none", "running")
 
 
 @dataclass
@@ -37,7 +39,7 @@ class ObservationSpec:
     shape: tuple[int, ...]
     embedding: str = "auto"
     transform: str = "none"
-    norm: str = "none"  # "batch": BatchNorm in a CNN (checkpoints from before it load as "none")
+    norm: str = "none"  # "running": normalised CNN features (checkpoints from before it: "none")
 
     def resolved(self) -> ObservationSpec:
         if self.embedding not in EMBEDDINGS:
@@ -68,25 +70,34 @@ class ObservationSpec:
         return d
 
 
-def _single_safe(cls: type[nn.modules.batchnorm._BatchNorm]) -> type[nn.Module]:
-    """`cls` that uses its running statistics for a batch of one trace even while training: a
-    rare trace type's minibatch can hold a single trace, which has no batch statistics."""
+def _running(cls: type[nn.modules.batchnorm._BatchNorm]) -> type[nn.Module]:
+    """`cls` that always normalises with its running statistics, and while training updates them
+    from each batch first (a cumulative average, then an average over the last ~100 batches).
 
-    class SingleSafe(cls):  # type: ignore[valid-type, misc]
+    Not batch statistics: minibatches hold one trace type each, which for the tau decay is
+    nearly one decay channel, so normalising by the batch would subtract exactly what tells the
+    channels apart (measured: the channel proposal became worse than the prior). With running
+    statistics, training and proposing normalise alike, and a trace never depends on the
+    traces beside it."""
+
+    class Running(cls):  # type: ignore[valid-type, misc]
         def forward(self, x: Tensor) -> Tensor:
-            if self.training and x.shape[0] == 1:
-                return nn.functional.batch_norm(
-                    x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-                )
-            return super().forward(x)
+            if self.training and x.numel() > x.shape[1]:  # a batch with more than one value per feature
+                with torch.no_grad():
+                    self.num_batches_tracked += 1
+                    factor = max(1.0 / float(self.num_batches_tracked), 0.01)
+                    nn.functional.batch_norm(
+                        x.detach(), self.running_mean, self.running_var, None, None, True, factor, self.eps
+                    )
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
 
-    SingleSafe.__name__ = cls.__name__
-    return SingleSafe
+    Running.__name__ = "Running" + cls.__name__
+    return Running
 
 
-_BatchNorm1d, _BatchNorm2d, _BatchNorm3d = (
-    _single_safe(c) for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-)
+_Norm1d, _Norm2d, _Norm3d = (_running(c) for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
 
 
 def _conv_stack(
@@ -94,7 +105,7 @@ def _conv_stack(
 ) -> tuple[nn.Sequential, int]:
     conv = nn.Conv3d if dims == 3 else nn.Conv2d
     pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
-    norm = _BatchNorm3d if dims == 3 else _BatchNorm2d
+    norm = _Norm3d if dims == 3 else _Norm2d
     layers: list[nn.Module] = []
     c_in, size = 1, list(shape)
     for c in channels:
@@ -123,11 +134,11 @@ class ObservationEmbedding(nn.Module):
             self.net = nn.Sequential(nn.Linear(size, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
         else:
             dims = 3 if self.spec.embedding == "cnn3d" else 2
-            batch_norm = self.spec.norm == "batch"
+            batch_norm = self.spec.norm == "running"
             body, flat = _conv_stack(dims, (8, 16, 32), self.spec.shape, batch_norm)
             head: list[nn.Module] = [
                 nn.Linear(flat, dim),
-                *([_BatchNorm1d(dim)] if batch_norm else []),
+                *([_Norm1d(dim)] if batch_norm else []),
                 nn.ReLU(),
             ]
             self.net = nn.Sequential(body, *head)
