@@ -44,12 +44,12 @@ from probexec.nn.embeddings import ObservationSpec
 from probexec.nn.network import NetworkConfig, ProposalLSTM
 
 # Embedding defaults for the built-in simulators' observations (others: by shape, no transform).
-# (embedding, transform, norm); see embeddings.py for why the calorimeter CNNs normalise.
+# (embedding, transform, norm); embeddings.py says why norm is still off.
 DEFAULT_EMBEDDINGS: dict[tuple[str, str], tuple[str, str, str]] = {
-    ("tau_decay", "calorimeter"): ("cnn3d", "symlog", "running"),
-    ("tau_decay_fixed_spots", "calorimeter"): ("cnn3d", "symlog", "running"),
-    ("tau_decay_coarse", "calorimeter"): ("cnn3d", "symlog", "running"),
-    ("calorimeter", "calorimeter"): ("cnn3d", "symlog", "running"),
+    ("tau_decay", "calorimeter"): ("cnn3d", "symlog", "none"),
+    ("tau_decay_fixed_spots", "calorimeter"): ("cnn3d", "symlog", "none"),
+    ("tau_decay_coarse", "calorimeter"): ("cnn3d", "symlog", "none"),
+    ("calorimeter", "calorimeter"): ("cnn3d", "symlog", "none"),
 }
 
 
