@@ -343,7 +343,12 @@ def test_branching_poisson_proposals_match_enumeration(tmp_path):
 @pytest.mark.slow
 def test_hmm_marginals(tmp_path):
     ds = make_dataset(tmp_path / "h", "hmm", 30_000)
-    res = train("hmm", dataset=ds, options=TrainOptions(epochs=5, batch_size=128, lr=3e-3, progress=False))
+    # A decaying rate: without it ESS/N landed anywhere from 0.06 to 0.2 from run to run.
+    res = train(
+        "hmm",
+        dataset=ds,
+        options=TrainOptions(epochs=5, batch_size=128, lr=3e-3, cosine=True, progress=False),
+    )
     post = ic(res.network, "hmm", 1000)
     assert post.ess / post.num_traces >= 0.1, post.stats
     exact = hmm_exact_marginals()
