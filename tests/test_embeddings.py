@@ -6,10 +6,12 @@ their embedding."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from probexec.nn.embeddings import ObservationEmbedding, ObservationSpec
 from probexec.nn.network import NetworkConfig
+from probexec.nn.training import ALL_OBSERVATIONS, observation_specs
 
 SHAPE = (20, 35, 35)
 
@@ -63,11 +65,13 @@ def test_training_and_proposing_normalise_alike_and_traces_do_not_mix() -> None:
         assert e(x[:1]).shape == (1, 64)  # a rare trace type's minibatch of one trains too
 
 
-def test_a_batch_of_one_kind_keeps_what_sets_it_apart() -> None:
+@pytest.mark.parametrize("norm", ["running", "conv"])
+def test_a_batch_of_one_kind_keeps_what_sets_it_apart(norm: str) -> None:
     """Minibatches hold one trace type (for the tau decay, nearly one channel). Normalising by
-    the batch's own statistics would give every such batch the same mean and erase the type;
-    running statistics keep it."""
-    e = embedding("running")
+    the batch's own statistics after the last layer would give every such batch the same mean
+    and erase the type; running statistics there keep it. In the convolutions ("conv") batch
+    statistics are taken over every voxel, nearly all noise, so they erase nothing."""
+    e = embedding(norm)
     with torch.no_grad():
         for k in range(20):
             e(noisy_images(32, seed=20 + k))
@@ -86,3 +90,43 @@ def test_checkpoints_from_before_norm_load_without_it() -> None:
     assert old.norm == "none"
     modules = ObservationEmbedding(old, 8).modules()
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in modules)
+
+
+def test_conv_norm_proposes_one_trace_at_a_time_like_a_batch() -> None:
+    """"conv" trains its convolutions on batch statistics; proposing uses the running ones, so
+    a trace's embedding never depends on the traces in flight beside it."""
+    e = embedding("conv")
+    with torch.no_grad():
+        for k in range(5):
+            e(noisy_images(32, seed=40 + k))
+        e.eval()
+        x = noisy_images(16)
+        torch.testing.assert_close(e(x[:1]), e(x)[:1])
+        torch.testing.assert_close(e(x[5:6]), e(x)[5:6])
+        normed = e(x)
+    assert spread(normed) > 1.0  # the last layer's running statistics spread the events apart
+    e.train()
+    assert e(x[:1]).shape == (1, 64)
+
+
+class _Obs:
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
+class _Group:
+    def __init__(self, **shapes: tuple[int, ...]) -> None:
+        self.observations = {k: _Obs(v) for k, v in shapes.items()}
+
+
+def test_a_norm_for_every_observation_applies_to_the_cnn_ones() -> None:
+    """`probexec train --obs-norm conv`: the calorimeter image gets it, a scalar beside it (a
+    feed-forward embedding, where a norm is an error) keeps none; a named override still wins."""
+    groups = [_Group(calorimeter=SHAPE, energy=(1,))]
+    specs = {s.name: s for s in observation_specs("tau_decay", groups, {ALL_OBSERVATIONS: {"norm": "conv"}})}
+    assert specs["calorimeter"].norm == "conv" and specs["calorimeter"].embedding == "cnn3d"
+    assert specs["energy"].norm == "none"
+    named = {ALL_OBSERVATIONS: {"norm": "conv"}, "calorimeter": {"norm": "running"}}
+    assert {s.name: s.norm for s in observation_specs("tau_decay", groups, named)}["calorimeter"] == "running"
+    with pytest.raises(ValueError, match="unknown norm 'cnv'"):
+        ObservationSpec("calorimeter", SHAPE, norm="cnv").resolved()

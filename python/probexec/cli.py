@@ -321,7 +321,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from probexec.data import TraceDataset
     from probexec.inference.pool import remote_pool
     from probexec.nn import TrainOptions, train
-    from probexec.nn.training import init_distributed
+    from probexec.nn.training import ALL_OBSERVATIONS, init_distributed
     from probexec.simulators import get_simulator
 
     info = get_simulator(args.simulator)
@@ -338,7 +338,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if dataset is not None and dataset.simulator != info.name:
         raise ValueError(f"{args.data} holds traces of {dataset.simulator!r}, not {info.name!r}")
     valid = TraceDataset(Path(args.valid), on_corrupt=args.on_corrupt) if args.valid else None
-    overrides = {k: v for k, v in (("hidden", args.hidden), ("obs_dim", args.obs_dim)) if v is not None}
+    overrides: dict = {k: v for k, v in (("hidden", args.hidden), ("obs_dim", args.obs_dim)) if v is not None}
+    if args.obs_norm is not None:
+        overrides["observations"] = {ALL_OBSERVATIONS: {"norm": args.obs_norm}}
     options = TrainOptions(
         batch_size=args.batch_size,
         lr=args.lr,
@@ -549,6 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="online: simulator processes")
     s.add_argument("--hidden", type=int, default=None, help="LSTM width (default 128)")
     s.add_argument("--obs-dim", type=int, default=None, help="observation embedding width (default 64)")
+    s.add_argument(
+        "--obs-norm",
+        default=None,
+        metavar="NORM",
+        help="normalise CNN observation features: none, batch, running, or conv (batch statistics in the "
+        "convolutions, running ones after the last layer); default: the simulator's (none)",
+    )
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.add_argument(
         "--read-workers",

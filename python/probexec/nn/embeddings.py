@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 EMBEDDINGS = ("auto", "ff", "cnn2d", "cnn3d")
 TRANSFORMS = ("none", "symlog")
-NORMS = ("none", "batch", "running")
+NORMS = ("none", "batch", "running", "conv")
 
 
 @dataclass
@@ -105,9 +105,14 @@ def _running(cls: type[nn.modules.batchnorm._BatchNorm]) -> type[nn.Module]:
 _Norm1d, _Norm2d, _Norm3d = (_running(c) for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
 
 
-def _single_safe(cls: type[nn.modules.batchnorm._BatchNorm]) -> type[nn.Module]:
+def _single_safe(cls: type[nn.modules.batchnorm._BatchNorm], settling: bool = False) -> type[nn.Module]:
     """`cls` (batch statistics while training) that uses its running statistics for a batch of
-    one trace, which has none: a rare trace type's minibatch can hold a single trace."""
+    one trace, which has none: a rare trace type's minibatch can hold a single trace.
+
+    `settling`: the running statistics average all batches so far, then the last ~100, like
+    `_running`'s. Torch's fixed momentum of 0.1 leaves them for the first tens of steps near
+    their initial 0 and 1, and a layer after them that normalises by its own running statistics
+    (norm="conv") then learns a scale that proposing with those statistics does not match."""
 
     class SingleSafe(cls):  # type: ignore[valid-type, misc]
         def forward(self, x: Tensor) -> Tensor:
@@ -115,6 +120,8 @@ def _single_safe(cls: type[nn.modules.batchnorm._BatchNorm]) -> type[nn.Module]:
                 return nn.functional.batch_norm(
                     x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
                 )
+            if settling and self.training:
+                self.momentum = max(1.0 / (float(self.num_batches_tracked) + 1.0), 0.01)
             return super().forward(x)
 
     SingleSafe.__name__ = cls.__name__
@@ -122,6 +129,7 @@ def _single_safe(cls: type[nn.modules.batchnorm._BatchNorm]) -> type[nn.Module]:
 
 
 _Batch1d, _Batch2d, _Batch3d = (_single_safe(c) for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
+_Settling2d, _Settling3d = (_single_safe(c, settling=True) for c in (nn.BatchNorm2d, nn.BatchNorm3d))
 
 
 def _conv_stack(
@@ -129,9 +137,8 @@ def _conv_stack(
 ) -> tuple[nn.Sequential, int]:
     conv = nn.Conv3d if dims == 3 else nn.Conv2d
     pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
-    norm = {"batch": (_Batch2d, _Batch3d), "running": (_Norm2d, _Norm3d)}.get(norm_kind, (None, None))[
-        dims - 2
-    ]
+    by_kind = {"batch": (_Batch2d, _Batch3d), "conv": (_Settling2d, _Settling3d), "running": (_Norm2d, _Norm3d)}
+    norm = by_kind.get(norm_kind, (None, None))[dims - 2]
     batch_norm = norm is not None
     layers: list[nn.Module] = []
     c_in, size = 1, list(shape)
@@ -162,7 +169,9 @@ class ObservationEmbedding(nn.Module):
         else:
             dims = 3 if self.spec.embedding == "cnn3d" else 2
             body, flat = _conv_stack(dims, (8, 16, 32), self.spec.shape, self.spec.norm)
-            last = {"batch": [_Batch1d(dim)], "running": [_Norm1d(dim)]}.get(self.spec.norm, [])
+            last = {"batch": [_Batch1d(dim)], "running": [_Norm1d(dim)], "conv": [_Norm1d(dim)]}.get(
+                self.spec.norm, []
+            )
             head: list[nn.Module] = [nn.Linear(flat, dim), *last, nn.ReLU()]
             self.net = nn.Sequential(body, *head)
 

@@ -53,6 +53,10 @@ DEFAULT_EMBEDDINGS: dict[tuple[str, str], tuple[str, str, str]] = {
 }
 
 
+# The key of `observations` overrides that apply to every observation (`probexec train --obs-norm`).
+ALL_OBSERVATIONS = "*"
+
+
 class TrainingError(ProbexecError):
     """Training cannot go on (NaN loss, no data); the last good checkpoint is kept."""
 
@@ -196,14 +200,15 @@ def observation_specs(
         for name, ob in g.observations.items():
             shapes.setdefault(name, tuple(ob.shape))
     specs = []
+    every = dict((overrides or {}).get(ALL_OBSERVATIONS, {}))
     for name in sorted(shapes):
         emb, tr, norm = DEFAULT_EMBEDDINGS.get((simulator, name), ("auto", "none", "none"))
-        o = (overrides or {}).get(name, {})
-        specs.append(
-            ObservationSpec(
-                name, shapes[name], o.get("embedding", emb), o.get("transform", tr), o.get("norm", norm)
-            )
-        )
+        o = {**every, **(overrides or {}).get(name, {})}
+        spec = ObservationSpec(name, shapes[name], o.get("embedding", emb), o.get("transform", tr), norm)
+        # A norm given for every observation applies where it can: CNN embeddings only.
+        if "norm" in o and (name in (overrides or {}) or spec.resolved().embedding != "ff"):
+            spec.norm = o["norm"]
+        specs.append(spec)
     return specs
 
 
