@@ -58,6 +58,11 @@ _DRAW_LOCALLY = _core.encode_sample_result(np.zeros(0), True)
 _EMPTY = np.zeros(0)
 
 
+def encode_value(value: Any) -> bytes:
+    """A SampleResult carrying `value` (a float skips NumPy's conversion: most draws are scalars)."""
+    return _core.encode_sample_scalar(value) if type(value) is float else _core.encode_sample_result(value)
+
+
 def _kill(proc: subprocess.Popen[bytes], tmpdir: str | None) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -285,7 +290,6 @@ class RemoteModel(Model):
                 return decode(conn.recv(what=where))
 
         decode = _core.decode
-        encode_scalar = _core.encode_sample_scalar
         draw = self._draw
         v1 = self.peer_version < 2
         draw.can_draw_locally = not v1 and "draw_locally" in self.capabilities
@@ -294,48 +298,25 @@ class RemoteModel(Model):
             while True:
                 kind = reply[0]
                 if kind == _SAMPLE:
-                    _, address, name, dt, params, control, replace, aid, inst, local = reply
-                    aid, inst = self._site(builder, local, v1, address, name, dt, SAMPLE, aid, inst)
-                    draw.kind, draw.address_id, draw.instance, draw.name = SAMPLE, aid, inst, name
-                    draw.dist_type, draw.params, draw.control, draw.replace = dt, params, control, replace
-                    draw.value, draw.draw_locally, draw.observed = None, False, False
-                    apply(handlers, draw)
+                    self._begin_sample(builder, reply, v1, draw, handlers)
                     if draw.draw_locally:
                         out = _DRAW_LOCALLY
                     else:
-                        value = draw.value
-                        if value is None:
-                            raise ProtocolError(f"no handler chose a value for {name or address!r}")
-                        out = (
-                            encode_scalar(value)
-                            if type(value) is float
-                            else _core.encode_sample_result(value)
-                        )
-                        flags = (
-                            (FLAG_CONTROLLED if control else 0)
-                            | (FLAG_REPLACE if replace else 0)
-                            | (FLAG_OBSERVED if draw.observed else 0)
-                        )
-                        builder.add(aid, inst, SAMPLE, flags, dt, params, value)
+                        if draw.value is None:
+                            raise ProtocolError(f"no handler chose a value for {draw.name or reply[1]!r}")
+                        out = self._record_sample(builder, draw)
                     reply = request(out)
                 elif kind == _OBSERVE:
-                    _, address, name, dt, params, value, aid, inst, local = reply
-                    aid, inst = self._site(builder, local, v1, address, name, dt, OBSERVE, aid, inst)
-                    draw.kind, draw.address_id, draw.instance, draw.name = OBSERVE, aid, inst, name
-                    draw.dist_type, draw.params, draw.value = dt, params, value
-                    apply(handlers, draw)
-                    builder.add(aid, inst, OBSERVE, 0, dt, params, draw.value)
+                    self._begin_observe(builder, reply, v1, draw, handlers)
+                    builder.add(
+                        draw.address_id, draw.instance, OBSERVE, 0, draw.dist_type, draw.params, draw.value
+                    )
                     reply = request(_OBSERVE_RESULT)
                 elif kind == _TAG:
-                    _, address, name, value, aid, inst, local = reply
-                    aid, inst = self._site(builder, local, v1, address, name, 0, TAG, aid, inst)
-                    builder.add(aid, inst, TAG, 0, 0, (), value if value is not None else _EMPTY)
+                    self._record_tag(builder, reply, v1)
                     reply = request(_TAG_RESULT)
                 elif kind == _RUN_RESULT:
-                    if reply[2] is not None:
-                        builder.add_wire(reply[2])
-                    builder.end_trace(reply[1], time.perf_counter() - t0)
-                    self.traces_run += 1
+                    self._finish_trace(builder, reply, t0)
                     return
                 elif kind == _ERROR:
                     raise SimulatorError(f"simulator {self.name!r}, {self._where}: {reply[1]}")
@@ -353,6 +334,53 @@ class RemoteModel(Model):
         except BaseException:
             builder.abandon_trace()
             raise
+
+    # The steps of a trace that the blocking loop above and `stepping.TraceStepper` share.
+
+    def _begin_sample(
+        self, builder: TraceBatchBuilder, reply: tuple, v1: bool, draw: Draw, handlers: Sequence[Handler]
+    ) -> None:
+        """A Sample message into `draw`, shown to `handlers` (which may choose its value)."""
+        _, address, name, dt, params, control, replace, aid, inst, local = reply
+        aid, inst = self._site(builder, local, v1, address, name, dt, SAMPLE, aid, inst)
+        draw.kind, draw.address_id, draw.instance, draw.name = SAMPLE, aid, inst, name
+        draw.dist_type, draw.params, draw.control, draw.replace = dt, params, control, replace
+        draw.value, draw.draw_locally, draw.observed = None, False, False
+        apply(handlers, draw)
+
+    @staticmethod
+    def _record_sample(builder: TraceBatchBuilder, draw: Draw) -> bytes:
+        """Records the sample's chosen value; returns the reply that sends it."""
+        flags = (
+            (FLAG_CONTROLLED if draw.control else 0)
+            | (FLAG_REPLACE if draw.replace else 0)
+            | (FLAG_OBSERVED if draw.observed else 0)
+        )
+        v = draw.value
+        builder.add(draw.address_id, draw.instance, SAMPLE, flags, draw.dist_type, draw.params, v)
+        return encode_value(v)
+
+    def _begin_observe(
+        self, builder: TraceBatchBuilder, reply: tuple, v1: bool, draw: Draw, handlers: Sequence[Handler]
+    ) -> None:
+        """An Observe message into `draw`, shown to `handlers` (which may condition it)."""
+        _, address, name, dt, params, value, aid, inst, local = reply
+        aid, inst = self._site(builder, local, v1, address, name, dt, OBSERVE, aid, inst)
+        draw.kind, draw.address_id, draw.instance, draw.name = OBSERVE, aid, inst, name
+        draw.dist_type, draw.params, draw.value = dt, params, value
+        apply(handlers, draw)
+
+    def _record_tag(self, builder: TraceBatchBuilder, reply: tuple, v1: bool) -> None:
+        _, address, name, value, aid, inst, local = reply
+        aid, inst = self._site(builder, local, v1, address, name, 0, TAG, aid, inst)
+        builder.add(aid, inst, TAG, 0, 0, (), value if value is not None else _EMPTY)
+
+    def _finish_trace(self, builder: TraceBatchBuilder, reply: tuple, t0: float) -> None:
+        """A RunResult: the draws made locally since the last message, then the trace's end."""
+        if reply[2] is not None:
+            builder.add_wire(reply[2])
+        builder.end_trace(reply[1], time.perf_counter() - t0)
+        self.traces_run += 1
 
     def _site(
         self,

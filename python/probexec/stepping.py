@@ -24,11 +24,10 @@ import numpy as np
 
 from probexec import _core
 from probexec.errors import ProtocolError, SimulatorError
-from probexec.handlers import Draw, Handler, apply
+from probexec.handlers import Draw, Handler
 from probexec.protocol.messages import RunMode
 from probexec.remote import (  # the message constants the blocking driver uses
     _DRAW_LOCALLY,
-    _EMPTY,
     _ERROR,
     _OBSERVE,
     _OBSERVE_RESULT,
@@ -37,14 +36,13 @@ from probexec.remote import (  # the message constants the blocking driver uses
     _TAG,
     _TAG_RESULT,
     RemoteModel,
+    encode_value,
 )
 from probexec.trace import (
     FLAG_CONTROLLED,
-    FLAG_OBSERVED,
     FLAG_REPLACE,
     OBSERVE,
     SAMPLE,
-    TAG,
     TraceBatchBuilder,
     score_draw,
 )
@@ -115,9 +113,7 @@ class TraceStepper:
         flags = FLAG_CONTROLLED | (FLAG_REPLACE if p.replace else 0)
         self.builder.add(p.address_id, p.instance, SAMPLE, flags, p.dist_type, p.params, value)
         self.pending = None
-        self._send(
-            _core.encode_sample_scalar(value) if type(value) is float else _core.encode_sample_result(value)
-        )
+        self._send(encode_value(value))
 
     def collect(self) -> None:
         """Blocks until the next pending draw or the end of the trace."""
@@ -173,53 +169,34 @@ class TraceStepper:
         m, b, kind = self.model, self.builder, reply[0]
         draw = self._draw
         if kind == _SAMPLE:
-            _, address, name, dt, params, control, replace, aid, inst, local = reply
-            aid, inst = m._site(b, local, False, address, name, dt, SAMPLE, aid, inst)
-            draw.kind, draw.address_id, draw.instance, draw.name = SAMPLE, aid, inst, name
-            draw.dist_type, draw.params, draw.control, draw.replace = dt, params, control, replace
-            draw.value, draw.draw_locally, draw.observed = None, False, False
-            apply(self.handlers, draw)
-            if draw.value is None and control:
-                self.pending = PendingDraw(aid, inst, name, dt, params, bool(replace))
+            m._begin_sample(b, reply, False, draw, self.handlers)
+            if draw.value is None and draw.control:
+                self.pending = PendingDraw(
+                    draw.address_id, draw.instance, draw.name, draw.dist_type, draw.params, bool(draw.replace)
+                )
                 return True
             if draw.value is None:
                 self.fallback.on_sample(draw)
             if draw.draw_locally:
                 return self._request(_DRAW_LOCALLY)
-            flags = (
-                (FLAG_CONTROLLED if control else 0)
-                | (FLAG_REPLACE if replace else 0)
-                | (FLAG_OBSERVED if draw.observed else 0)
-            )
-            b.add(aid, inst, SAMPLE, flags, dt, params, draw.value)
-            v = draw.value
-            return self._request(
-                _core.encode_sample_scalar(v) if type(v) is float else _core.encode_sample_result(v)
-            )
+            return self._request(m._record_sample(b, draw))
         if kind == _OBSERVE:
-            _, address, name, dt, params, value, aid, inst, local = reply
-            aid, inst = m._site(b, local, False, address, name, dt, OBSERVE, aid, inst)
-            draw.kind, draw.address_id, draw.instance, draw.name = OBSERVE, aid, inst, name
-            draw.dist_type, draw.params, draw.value = dt, params, value
-            apply(self.handlers, draw)
+            m._begin_observe(b, reply, False, draw, self.handlers)
             if draw.value is None:
                 self.fallback.on_observe(draw)
-            v = draw.value
+            v, dt = draw.value, draw.dist_type
             if self.score_wide is not None and np.size(v) >= self.score_wide:
-                b.add(aid, inst, OBSERVE, 0, dt, (), None, score_draw(dt, params, v))
+                b.add(
+                    draw.address_id, draw.instance, OBSERVE, 0, dt, (), None, score_draw(dt, draw.params, v)
+                )
             else:
-                b.add(aid, inst, OBSERVE, 0, dt, params, v)
+                b.add(draw.address_id, draw.instance, OBSERVE, 0, dt, draw.params, v)
             return self._request(_OBSERVE_RESULT)
         if kind == _TAG:
-            _, address, name, value, aid, inst, local = reply
-            aid, inst = m._site(b, local, False, address, name, 0, TAG, aid, inst)
-            b.add(aid, inst, TAG, 0, 0, (), value if value is not None else _EMPTY)
+            m._record_tag(b, reply, False)
             return self._request(_TAG_RESULT)
         if kind == _RUN_RESULT:
-            if reply[2] is not None:
-                b.add_wire(reply[2])
-            b.end_trace(reply[1], time.perf_counter() - self._t0)
-            m.traces_run += 1
+            m._finish_trace(b, reply, self._t0)
             self.done = True
             return True
         if kind == _ERROR:

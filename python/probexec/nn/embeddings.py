@@ -137,7 +137,11 @@ def _conv_stack(
 ) -> tuple[nn.Sequential, int]:
     conv = nn.Conv3d if dims == 3 else nn.Conv2d
     pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
-    by_kind = {"batch": (_Batch2d, _Batch3d), "conv": (_Settling2d, _Settling3d), "running": (_Norm2d, _Norm3d)}
+    by_kind = {
+        "batch": (_Batch2d, _Batch3d),
+        "conv": (_Settling2d, _Settling3d),
+        "running": (_Norm2d, _Norm3d),
+    }
     norm = by_kind.get(norm_kind, (None, None))[dims - 2]
     batch_norm = norm is not None
     layers: list[nn.Module] = []
