@@ -93,7 +93,7 @@ def test_checkpoints_from_before_norm_load_without_it() -> None:
 
 
 def test_conv_norm_proposes_one_trace_at_a_time_like_a_batch() -> None:
-    """"conv" trains its convolutions on batch statistics; proposing uses the running ones, so
+    """ "conv" trains its convolutions on batch statistics; proposing uses the running ones, so
     a trace's embedding never depends on the traces in flight beside it."""
     e = embedding("conv")
     with torch.no_grad():

@@ -21,6 +21,10 @@ fourth session):
     in training.
 - `norm="running"`: always the running statistics, updated in training (`_running`). Training
   and proposing then normalise alike, but nothing was gained in those steps (px −0.001).
+- `norm="conv"`: batch statistics in the convolutions only, where they are taken over every
+  voxel of the batch (nearly all noise, so nearly the same for every channel), and running ones
+  after the last layer. The first to gain on the channel: +0.078, against −0.023 with no norm
+  on the same data and steps (`docs/ic/norm_experiment/`); px still 0.000.
 """
 
 from __future__ import annotations
