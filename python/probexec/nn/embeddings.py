@@ -177,10 +177,8 @@ class ObservationEmbedding(nn.Module):
         else:
             dims = 3 if self.spec.embedding == "cnn3d" else 2
             body, flat = _conv_stack(dims, (8, 16, 32), self.spec.shape, self.spec.norm)
-            last = {"batch": [_Batch1d(dim)], "running": [_Norm1d(dim)], "conv": [_Norm1d(dim)]}.get(
-                self.spec.norm, []
-            )
-            head: list[nn.Module] = [nn.Linear(flat, dim), *last, nn.ReLU()]
+            last = {"batch": _Batch1d, "running": _Norm1d, "conv": _Norm1d}.get(self.spec.norm)
+            head: list[nn.Module] = [nn.Linear(flat, dim), *([last(dim)] if last else []), nn.ReLU()]
             self.net = nn.Sequential(body, *head)
 
     def _transform(self, x: Tensor) -> Tensor:

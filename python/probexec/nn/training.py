@@ -205,9 +205,11 @@ def observation_specs(
         emb, tr, norm = DEFAULT_EMBEDDINGS.get((simulator, name), ("auto", "none", "none"))
         o = {**every, **(overrides or {}).get(name, {})}
         spec = ObservationSpec(name, shapes[name], o.get("embedding", emb), o.get("transform", tr), norm)
-        # A norm given for every observation applies where it can: CNN embeddings only.
-        if "norm" in o and (name in (overrides or {}) or spec.resolved().embedding != "ff"):
-            spec.norm = o["norm"]
+        named = (overrides or {}).get(name, {})
+        if "norm" in named:
+            spec.norm = named["norm"]
+        elif "norm" in every and spec.resolved().embedding != "ff":  # for every one: CNNs only
+            spec.norm = every["norm"]
         specs.append(spec)
     return specs
 
