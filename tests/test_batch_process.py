@@ -227,23 +227,55 @@ def test_a_dying_batch_process_or_an_interrupt_ends_training_without_a_hang(bran
 
 
 def test_optimizer_state_loads_across_implementations(branching):
-    """A checkpoint's optimizer state loads into an optimizer of another implementation (a CUDA
-    run's fused Adam resumed on CPU, and back) and keeps the loading optimizer's own."""
+    """A checkpoint's optimizer state loads into an optimizer of another implementation (an older
+    CPU run's unfused Adam resumed with the fused kernel, and back) and keeps the loading
+    optimizer's own."""
     groups = list(epoch_minibatches(PipelineConfig(branching, 64, 0, 1000), 0))
     net = build_network("branching", groups[:4], [g.layout for g in groups])
     opt = make_optimizer(net, 1e-3)
-    assert opt.param_groups[0]["fused"] is None
+    assert opt.param_groups[0]["fused"] is True  # the fused kernel on the CPU too
     b = prepare(groups[0], np.random.default_rng(0))
     net.loss(b.group.layout, b.values, b.params, b.observations).backward()
     opt.step()
     state = opt.state_dict()
     for g in state["param_groups"]:
-        g["fused"] = True  # as a CUDA run saves it
+        g["fused"] = None  # as an unfused run saves it
     again = make_optimizer(net, 1e-3)
     load_optimizer_state(again, state)
-    assert all(g["fused"] is None for g in again.param_groups)
-    steps = [again.state[p]["step"] for g in again.param_groups for p in g["params"] if p in again.state]
-    assert steps and all(s.device.type == "cpu" for s in steps)
+    assert all(g["fused"] is True for g in again.param_groups)
+    unfused = torch.optim.Adam(again.param_groups[0]["params"], lr=1e-3)
+    load_optimizer_state(unfused, opt.state_dict())
+    assert all(g["fused"] is None for g in unfused.param_groups)
+    for o in (again, unfused):
+        steps = [o.state[p]["step"] for g in o.param_groups for p in g["params"] if p in o.state]
+        assert steps and all(s.device.type == "cpu" for s in steps)
+        o.step()
+
+
+def test_optimizer_state_of_a_group_per_address_checkpoint_loads_into_one_group(branching):
+    """Checkpoints written when the optimizer had a group per address resume with every
+    parameter's Adam state where it was."""
+    groups = list(epoch_minibatches(PipelineConfig(branching, 64, 0, 1000), 0))
+    net = build_network("branching", groups[:4], [g.layout for g in groups])
+    old = torch.optim.Adam(net.shared_parameters(), lr=1e-3)
+    for g in net.site_parameter_groups():
+        old.add_param_group({"params": g})
+    for g in groups[:3]:
+        b = prepare(g, np.random.default_rng(0))
+        old.zero_grad()
+        net.loss(b.group.layout, b.values, b.params, b.observations).backward()
+        old.step()
+    state = old.state_dict()
+    assert len(state["param_groups"]) > 2
+    again = make_optimizer(net, 1e-3)
+    load_optimizer_state(again, state)
+    assert len(again.param_groups) == 1
+    assert {id(p) for p in again.param_groups[0]["params"]} == {id(p) for p in net.parameters()}
+    for p in net.parameters():
+        assert (p in old.state) == (p in again.state)
+        if p in old.state:
+            torch.testing.assert_close(again.state[p]["exp_avg"], old.state[p]["exp_avg"])
+            torch.testing.assert_close(again.state[p]["exp_avg_sq"], old.state[p]["exp_avg_sq"])
     again.step()
 
 
@@ -263,7 +295,8 @@ def test_fused_adam_on_cuda_takes_new_addresses_and_round_trips(branching, tmp_p
         opt.zero_grad(set_to_none=True)
         net.loss(g.layout, values, params, obs).backward()
         opt.step()
-    assert len(opt.param_groups) == 3 and all(g["fused"] for g in opt.param_groups)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["fused"] is True
+    assert all(p in opt.state for p in net.parameters())
     state = opt.state_dict()
     again = make_optimizer(net, 1e-3)
     load_optimizer_state(again, state)

@@ -390,11 +390,23 @@ def test_new_addresses_keep_the_optimizer_state_of_old_ones(tmp_path):
         opt.step()
     before = {id(p): opt.state[p]["exp_avg"].clone() for p in net.parameters() if "exp_avg" in opt.state[p]}
     assert len(before) > 10
+    count = len(opt.param_groups[0]["params"])
     assert net.ensure_sites([long[0].layout], opt) == 1
-    assert len(opt.param_groups) == 3  # shared, r, and the new s
+    assert len(opt.param_groups) == 1  # one group, so a step pays for one
+    assert len(opt.param_groups[0]["params"]) == count + len(net.site_parameter_groups()[-1])
+    assert net.ensure_sites([long[0].layout], opt) == 0  # a known address adds nothing
+    assert len(opt.param_groups[0]["params"]) == count + len(net.site_parameter_groups()[-1])
     for p in net.parameters():
         if id(p) in before:
             torch.testing.assert_close(opt.state[p]["exp_avg"], before[id(p)])
+    # The new address's proposal head trains from its first step on (its value embedding only
+    # feeds a later draw, of which this trace type has none).
+    new = list(net.heads[list(net.sites)[-1]].parameters())
+    b = prepare(long[0], np.random.default_rng(0))
+    opt.zero_grad()
+    net.loss(long[0].layout, b.values, b.params, b.observations).backward()
+    opt.step()
+    assert all("exp_avg" in opt.state[p] for p in new)
 
 
 def test_ic_warns_when_the_network_knows_none_of_the_addresses(gum_data):

@@ -323,6 +323,9 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=16, help="IC traces in flight")
     p.add_argument("--ic-processes", type=int, default=1, help="IC driver processes (--in-flight split)")
     p.add_argument("--ic-device", help="the device IC runs the network on (default: --device)")
+    p.add_argument(
+        "--network", help="a network trained apart (`probexec train`): no training here, --data only counted"
+    )
     p.add_argument("--rmh-samples", type=int, default=2000)
     p.add_argument("--rmh-burn-in", type=int, default=500)
     p.add_argument("--docs", default=str(Path(__file__).resolve().parent))
@@ -338,7 +341,7 @@ def main() -> None:
         results = summary["events"]
     else:
         data = make_dataset(work, args)
-        net = make_network(work, data, args)
+        net = Path(args.network) if args.network else make_network(work, data, args)
         results = infer(work, net, args)
         settings = {k: v for k, v in vars(args).items() if k not in ("work", "docs", "figures_only")}
         settings["traces"] = data.num_traces  # the dataset's own count (it may have been made apart)

@@ -7,7 +7,7 @@ At each controlled draw of a trace the LSTM takes
 
 and its output feeds the proposal head of this draw's address (`proposals.py`). Per-address
 layers (address embedding, value embedding, head) are keyed by "address id _ instance" and made
-when an address is first met — during training they join the optimizer as a new parameter group,
+when an address is first met — during training they join the optimizer's parameters (`add_parameters`),
 so the existing parameters keep their optimizer state. The shared parts (observation embeddings,
 type embeddings, LSTM) are made once.
 
@@ -137,6 +137,15 @@ class _LayoutPlan:
     previous_order: Tensor  # [L - 1]
 
 
+def add_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter]) -> None:
+    """New parameters (a new address's layers) join the optimizer's last group. Adam keys its
+    state by parameter and makes it at a parameter's first step, so the old parameters keep
+    theirs; the saved state numbers parameters in this order, which `make_optimizer` rebuilds."""
+    group = optimizer.param_groups[-1]
+    known = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    group["params"].extend(p for p in params if id(p) not in known)
+
+
 class ProposalLSTM(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -208,7 +217,7 @@ class ProposalLSTM(nn.Module):
                     continue
                 new = self.add_site(site)
                 if optimizer is not None:
-                    optimizer.add_param_group({"params": new})
+                    add_parameters(optimizer, new)
                 added += 1
         return added
 
