@@ -35,6 +35,7 @@ from probexec.inference.ic import ic_posterior, ic_posterior_processes
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.nn import TrainOptions, load_checkpoint, train
+from probexec.nn.training import ALL_OBSERVATIONS
 from probexec.simulators import TAU_CHANNELS
 
 MOMENTA = ["px", "py", "pz"]
@@ -61,6 +62,9 @@ def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Pa
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, device=args.device, cosine=True,
             warmup_steps=200,
             threads=args.threads, seed=args.seed, valid_traces=1000, checkpoint_every=1000,
+            config_overrides=(
+                {"observations": {ALL_OBSERVATIONS: {"norm": args.obs_norm}}} if args.obs_norm else {}
+            ),
         )  # fmt: skip
         print(f"training starts at {time.time():.0f} (Unix time)", flush=True)
         res = train(
@@ -315,6 +319,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--obs-norm", help="the CNN embedding's norm (probexec train --obs-norm); default the simulator's"
+    )
     p.add_argument("--threads", type=int, help="CPU threads for training (default: half the cores)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--events", type=int, default=4)
