@@ -375,6 +375,23 @@ def test_resume_continues_exactly_where_training_stopped(gum_data, tmp_path):
     assert blob["train_state"]["epoch"] == 2 and blob["optimizer"]["state"]
 
 
+def test_types_per_step_sums_several_minibatches_into_one_step(tmp_path):
+    """`--types-per-step K`: each optimizer step learns from K minibatches (of the trace types
+    the stream gives), so a step can contrast types; every trace still counts once."""
+    ds = make_dataset(tmp_path / "b", "branching", 3000)
+    opts = dict(batch_size=64, lr=3e-3, seed=1, progress=False, threads=1, traces=64 * 12)
+    one = train("branching", dataset=ds, options=TrainOptions(**opts))
+    three = train("branching", dataset=ds, options=TrainOptions(types_per_step=3, **opts))
+    # A type's last minibatch may be short, so the budget takes 12 or more; a step takes three.
+    assert one.steps >= 12 and three.steps == math.ceil(one.steps / 3)
+    assert three.traces >= one.traces >= 64 * 12
+    assert math.isfinite(three.final_loss)
+    a, b = one.network.state_dict(), three.network.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # other steps, other weights
+    with pytest.raises(ValueError, match="types_per_step"):
+        train("branching", dataset=ds, options=TrainOptions(types_per_step=0, **opts))
+
+
 def test_new_addresses_keep_the_optimizer_state_of_old_ones(tmp_path):
     ds = make_dataset(tmp_path / "b", "branching", 3000)
     groups = list(minibatches(ds.iter_groups(), 64, rng=np.random.default_rng(0)))

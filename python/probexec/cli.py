@@ -354,6 +354,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         read_workers=args.read_workers,
         batch_process=args.batch_process,
+        types_per_step=args.types_per_step,
     )
     out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
@@ -540,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=None, help="passes over --data (default 1)")
     s.add_argument("--traces", type=int, default=None, help="stop after this many training traces")
     s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument(
+        "--types-per-step",
+        type=int,
+        default=1,
+        metavar="K",
+        help="sum the losses of K minibatches (each one trace type) per optimizer step",
+    )
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--cosine", action="store_true", help="decay the learning rate over the run")
     s.add_argument("--valid", help="validation dataset directory")

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 EMBEDDINGS = ("auto", "ff", "cnn2d", "cnn3d")
 TRANSFORMS = ("none", "symlog")
-NORMS = ("none", "batch", "running", "conv")
+NORMS = ("none", "batch", "running", "conv", "group")
 
 
 @dataclass
@@ -136,6 +136,13 @@ _Batch1d, _Batch2d, _Batch3d = (_single_safe(c) for c in (nn.BatchNorm1d, nn.Bat
 _Settling2d, _Settling3d = (_single_safe(c, settling=True) for c in (nn.BatchNorm2d, nn.BatchNorm3d))
 
 
+def _group_norm(channels: int) -> nn.GroupNorm:
+    """Each trace's features normalised by that trace's own statistics (per group of channels,
+    over every voxel): nothing depends on the other traces of the batch, so a minibatch of one
+    trace type cannot tell the network its channel, and training and proposing compute alike."""
+    return nn.GroupNorm(min(4, channels), channels)
+
+
 def _conv_stack(
     dims: int, channels: tuple[int, ...], shape: tuple[int, ...], norm_kind: str = "none"
 ) -> tuple[nn.Sequential, int]:
@@ -145,6 +152,7 @@ def _conv_stack(
         "batch": (_Batch2d, _Batch3d),
         "conv": (_Settling2d, _Settling3d),
         "running": (_Norm2d, _Norm3d),
+        "group": (_group_norm, _group_norm),
     }
     norm = by_kind.get(norm_kind, (None, None))[dims - 2]
     batch_norm = norm is not None
@@ -177,7 +185,9 @@ class ObservationEmbedding(nn.Module):
         else:
             dims = 3 if self.spec.embedding == "cnn3d" else 2
             body, flat = _conv_stack(dims, (8, 16, 32), self.spec.shape, self.spec.norm)
-            last = {"batch": _Batch1d, "running": _Norm1d, "conv": _Norm1d}.get(self.spec.norm)
+            last = {"batch": _Batch1d, "running": _Norm1d, "conv": _Norm1d, "group": nn.LayerNorm}.get(
+                self.spec.norm
+            )
             head: list[nn.Module] = [nn.Linear(flat, dim), *([last(dim)] if last else []), nn.ReLU()]
             self.net = nn.Sequential(body, *head)
 

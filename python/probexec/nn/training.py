@@ -98,6 +98,11 @@ class TrainOptions:
     # the training process does nothing but train. None: on CUDA only (on CPU the cores train).
     # The same batches either way. Spawned: scripts need the `__main__` guard here too.
     batch_process: bool | None = None
+    # Minibatches whose losses one optimizer step sums (each minibatch holds one trace type, so a
+    # step sees this many types, as the shuffled stream gives them). With 1 every step learns
+    # from one type: for the tau decay nearly one decay channel, which leaves a network that must
+    # tell the channels apart from the image no contrast within a step.
+    types_per_step: int = 1
 
 
 @dataclass
@@ -412,10 +417,13 @@ def _train(
     # The parameters, listed once (and again when addresses are added): `network.parameters()`
     # walks every address's modules, hundreds on the tau decay, a millisecond a step.
     parameters = list(network.parameters())
+    if opt.types_per_step < 1:
+        raise ValueError(f"types_per_step must be at least 1, not {opt.types_per_step}")
+    per_step = opt.batch_size * opt.types_per_step
     if opt.cosine:
-        total = opt.traces // opt.batch_size // world if opt.traces else 0
+        total = opt.traces // per_step // world if opt.traces else 0
         if not total and dataset is not None and opt.epochs:
-            total = opt.epochs * dataset.num_traces // opt.batch_size // world
+            total = opt.epochs * dataset.num_traces // per_step // world
         schedule.total_steps = total
     log_file = None
     writer = None
@@ -457,6 +465,8 @@ def _train(
     read_every = opt.loss_read_every or (opt.log_every if device.type == "cuda" else 1)
     pending_loss: torch.Tensor | None = None  # summed on the device between reads
     pending_n = 0
+    gathered = 0  # minibatches whose gradients this optimizer step has summed so far
+    step_loss: torch.Tensor | None = None
     try:
         while not done:
             epoch = int(state["epoch"])
@@ -481,11 +491,22 @@ def _train(
                             )
                         parameters = list(network.parameters())
                     values, params, obs = batch.on(device, noise)
-                    lr = schedule.apply(optimizer)
-                    optimizer.zero_grad(set_to_none=True)
+                    if gathered == 0:
+                        lr = schedule.apply(optimizer)
+                        optimizer.zero_grad(set_to_none=True)
                     loss = network.loss(batch.group.layout, values, params, obs)
-                    loss.backward()
-                    loss_value = loss.detach()
+                    k = opt.types_per_step
+                    (loss / k if k > 1 else loss).backward()
+                    step_loss = (
+                        loss.detach() if step_loss is None or gathered == 0 else step_loss + loss.detach()
+                    )
+                    gathered += 1
+                    state["traces"] += len(batch) * world
+                    bar.update(len(batch) * world)
+                    if gathered < k:
+                        continue
+                    gathered = 0
+                    loss_value = step_loss / k if k > 1 else step_loss
                     if world > 1:
                         _all_reduce_gradients(network, world)
                         dist.all_reduce(loss_value)
@@ -519,12 +540,9 @@ def _train(
                         torch.nn.utils.clip_grad_norm_(parameters, opt.clip_grad)
                     optimizer.step()
                     schedule.step()
-                    n = len(batch) * world
                     state["step"] += 1
-                    state["traces"] += n
                     if read:
                         last_loss = lv
-                    bar.update(n)
                     if on_step is not None:
                         on_step(step, lv)
                     if valid is not None and step % opt.valid_every == 0:
