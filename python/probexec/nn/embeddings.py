@@ -6,7 +6,7 @@ standardised with statistics taken from training data when the network is made; 
 inputs (energies spanning decades, noisy around zero) go through a signed log first.
 
 A CNN may also normalise its features, after every convolution and after the last linear layer.
-This is off by default: neither way is good enough yet. Measured on tau_decay_coarse, 1 212 IC
+This is off by default: no way is good enough yet. Measured on tau_decay_coarse, 1 212 IC
 training steps, gain over the prior in nats per draw on held-out traces (`docs/ic/README.md`,
 fourth session):
 - Why at all: on an image whose voxels are mostly noise, the plain CNN's output hardly differs
@@ -21,10 +21,14 @@ fourth session):
     in training.
 - `norm="running"`: always the running statistics, updated in training (`_running`). Training
   and proposing then normalise alike, but nothing was gained in those steps (px −0.001).
-- `norm="conv"`: batch statistics in the convolutions only, where they are taken over every
-  voxel of the batch (nearly all noise, so nearly the same for every channel), and running ones
-  after the last layer. The first to gain on the channel: +0.078, against −0.023 with no norm
-  on the same data and steps (`docs/ic/norm_experiment/`); px still 0.000.
+- `norm="conv"`: batch statistics in the convolutions only, and running ones after the last
+  layer. It gained +0.078 on the channel in 1 212 steps, but that was the start of a leak: with
+  the batch's statistics, as in training, the same network gains +0.35 (sixth session). Trained
+  on, the gap grows: at 2 500 steps +0.83 with batch statistics and −0.79 proposing. However
+  little a one-type batch's statistics differ between channels, the network learns to read them.
+- `norm="group"`: GroupNorm in the convolutions and LayerNorm after the last layer, each over
+  one trace's own features. No statistics cross traces, so no batch can tell the network its
+  type, and training and proposing compute the same thing.
 """
 
 from __future__ import annotations
