@@ -563,8 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--obs-norm",
         default=None,
         metavar="NORM",
-        help="normalise CNN observation features: none, batch, running, or conv (batch statistics in the "
-        "convolutions, running ones after the last layer); default: the simulator's (none)",
+        help="normalise CNN observation features: none, batch, running, conv (batch statistics in the "
+        "convolutions, running ones after the last layer) or group (each trace by its own statistics); "
+        "default: the simulator's (none)",
     )
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.add_argument(
