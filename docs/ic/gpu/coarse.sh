@@ -2,7 +2,7 @@
 # One device call (under 10 minutes): tau_decay_coarse end to end at a reduced scale (tau.sh:
 # dataset, training on CUDA, four held-out events with IC, IS and RMH), the GPU's utilisation
 # logged every 0.5 s throughout, then IC throughput over driver processes with the trained network.
-# First the optimizer-step bench; training uses OBS_NORM (default conv) for the calorimeter CNN.
+# First the optimizer-step bench; OBS_NORM (e.g. group) sets the calorimeter CNN's norm, default none.
 # Results go to $OUT as each phase ends.  From the repository root:  bash docs/ic/gpu/coarse.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -18,7 +18,7 @@ export IC_PROCS=${IC_PROCS:-8} IC_DEVICE=${IC_DEVICE:-cpu} N=${N:-2000} RMH=${RM
 # The optimizer step with a group per address against one group, on CUDA (a few seconds).
 timeout 120 python3 bench/optimizer_groups.py --train-traces 0 >"$OUT/optimizer_groups.log" 2>&1
 tail -3 "$OUT/optimizer_groups.log" | head -2
-export OBS_NORM=${OBS_NORM:-conv}
+export OBS_NORM=${OBS_NORM:-}
 echo "tau starts at $(date +%s)"
 timeout "${TAU_LIMIT:-420}" bash docs/ic/gpu/tau.sh >"$OUT/tau.log" 2>&1
 echo "tau ends at $(date +%s): $(cat "$WORK/DONE" 2>/dev/null)"

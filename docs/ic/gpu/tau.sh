@@ -2,7 +2,7 @@
 # The tau decay end to end on a 16-core GPU machine (after `source docs/ic/gpu/setup.sh`):
 # TRACES prior traces of SIM (default tau_decay_fixed_spots) from 8 `probexec prior` processes of 2 simulators
 # each (one Python process cannot encode 16 simulators' images), then docs/ic/make_tau_ic.py:
-# training on CUDA (OBS_NORM: the image embedding's norm, e.g. conv), held-out events, IC against IS
+# training on CUDA (OBS_NORM: the image embedding's norm, e.g. group), held-out events, IC against IS
 # and RMH. Writes WORK/ and WORK/DONE at the end.
 #   setsid nohup bash docs/ic/gpu/tau.sh > /tmp/tau.log 2>&1 &
 set -uo pipefail
