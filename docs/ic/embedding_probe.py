@@ -9,8 +9,9 @@ standardisation that IC uses; sum2d: the image summed over depth into a 2D CNN) 
 head to regress px and py and classify the channel, straight from (image, latent) pairs of a
 dataset, with fresh noise on every draw. Two baselines bound what is there: a least-squares fit
 of px, py on the energy-weighted centroid of the noise-free mean image, and of the noisy one.
-Prints held-out RMSE (the prior's std is 4/sqrt(12) = 1.155) and channel accuracy against the
-most frequent channel's share, and writes them as JSON.
+Prints held-out RMSE (the prior's std is 4/sqrt(12) = 1.155), channel accuracy against the
+most frequent channel's share, and the channel's -log q against the channel frequencies' (the
+gain: what the image can tell a proposal about the channel), and writes them as JSON.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def main() -> None:
     out["centroid_noise_free"] = centroid_fit(obs.loc.take(test).dense().reshape(held, *SHAPE), xy_np[test])
     out["centroid_noisy"] = centroid_fit(x_test.numpy(), xy_np[test])
     out["majority_channel_share"] = float(np.bincount(channel_np[test]).max() / held)
+    # The baseline a proposal must beat: the channels' frequencies in the training part, scored
+    # on the held-out part (nats per trace); the gain is what the image tells on top.
+    freq = np.bincount(channel_np[: n - held], minlength=int(channel_np.max()) + 1) / (n - held)
+    out["channel_nll_by_frequency"] = float(-np.log(np.maximum(freq[channel_np[test]], 1e-12)).mean())
     print(f"{n - held} training traces, {held} held out; prior std of px, py 1.155")
     print(
         f"centroid fit, noise-free image: residual std px {out['centroid_noise_free'][0]:.3f} py {out['centroid_noise_free'][1]:.3f}"
@@ -128,11 +133,20 @@ def main() -> None:
                 pred = torch.cat([head(embed(x_test[i : i + 500])) for i in range(0, held, 500)])
                 rmse = ((pred[:, :2] - xy[test]) ** 2).mean(0).sqrt()
                 acc = float((pred[:, 2:].argmax(1) == channel[test]).float().mean())
+                ce = float(nn.functional.cross_entropy(pred[:, 2:], channel[test]))
             curve.append(
-                {"step": step, "rmse_px": float(rmse[0]), "rmse_py": float(rmse[1]), "channel_accuracy": acc}
+                {
+                    "step": step,
+                    "rmse_px": float(rmse[0]),
+                    "rmse_py": float(rmse[1]),
+                    "channel_accuracy": acc,
+                    "channel_nll": ce,
+                    "channel_gain": out["channel_nll_by_frequency"] - ce,
+                }
             )
             print(
-                f"step {step:5d} ({time.perf_counter() - t0:5.0f} s): RMSE px {rmse[0]:.3f} py {rmse[1]:.3f}, channel accuracy {acc:.3f}",
+                f"step {step:5d} ({time.perf_counter() - t0:5.0f} s): RMSE px {rmse[0]:.3f} py {rmse[1]:.3f}, "
+                f"channel accuracy {acc:.3f}, -log q(channel) {ce:.3f} (gain {out['channel_nll_by_frequency'] - ce:+.3f})",
                 flush=True,
             )
         idx = rng.integers(0, n - held, args.batch_size)
