@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--variant", choices=["ours", "sum2d"], default="ours")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--channel-only", action="store_true", help="train on the channel alone (no px, py regression)"
+    )
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -98,6 +101,7 @@ def main() -> None:
     x_test = images(test)
     out: dict = {
         "variant": args.variant,
+        "channel_only": args.channel_only,
         "train_traces": n - held,
         "held_out": held,
         "prior_std": 4 / 12**0.5,
@@ -151,9 +155,9 @@ def main() -> None:
             )
         idx = rng.integers(0, n - held, args.batch_size)
         pred = head(embed(images(idx)))
-        loss = ((pred[:, :2] - xy[idx]) ** 2).sum(1).mean() + nn.functional.cross_entropy(
-            pred[:, 2:], channel[idx]
-        )
+        loss = nn.functional.cross_entropy(pred[:, 2:], channel[idx])
+        if not args.channel_only:
+            loss = loss + ((pred[:, :2] - xy[idx]) ** 2).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
