@@ -46,6 +46,20 @@ def load(path: str, n: int) -> tuple[ObservationBlock, np.ndarray, np.ndarray]:
     return ObservationBlock.concat(blocks), np.concatenate(xy), np.concatenate(channel).astype(np.int64)
 
 
+def draw_images(obs: ObservationBlock, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """The images of traces `idx`, each with fresh noise."""
+    o = ObservationBlock(obs.name, obs.shape, loc=obs.loc.take(idx), scale=obs.scale.take(idx))
+    return torch.from_numpy(o.draw(rng))
+
+
+def frequency_nll(train: np.ndarray, scored: np.ndarray) -> float:
+    """-log of each scored channel's frequency in `train`, averaged (nats per trace): the baseline
+    a proposal must beat; its gain over it is what the image tells on top. Counts start at one,
+    so a channel missing from a small `train` costs a few nats, not 28."""
+    counts = np.bincount(train, minlength=int(max(train.max(), scored.max())) + 1) + 1.0
+    return float(-np.log(counts[scored] / counts.sum()).mean())
+
+
 def centroid_fit(images: np.ndarray, xy: np.ndarray) -> list[float]:
     """Residual std of px, py after a least-squares fit on the image's energy-weighted centroid
     and total (fit on one half, scored on the other)."""
@@ -94,8 +108,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     def images(idx: np.ndarray) -> torch.Tensor:
-        o = ObservationBlock(obs.name, obs.shape, loc=obs.loc.take(idx), scale=obs.scale.take(idx))
-        return torch.from_numpy(o.draw(rng))
+        return draw_images(obs, idx, rng)
 
     test = np.arange(n - held, n)
     x_test = images(test)
@@ -109,10 +122,7 @@ def main() -> None:
     out["centroid_noise_free"] = centroid_fit(obs.loc.take(test).dense().reshape(held, *SHAPE), xy_np[test])
     out["centroid_noisy"] = centroid_fit(x_test.numpy(), xy_np[test])
     out["majority_channel_share"] = float(np.bincount(channel_np[test]).max() / held)
-    # The baseline a proposal must beat: the channels' frequencies in the training part, scored
-    # on the held-out part (nats per trace); the gain is what the image tells on top.
-    freq = np.bincount(channel_np[: n - held], minlength=int(channel_np.max()) + 1) / (n - held)
-    out["channel_nll_by_frequency"] = float(-np.log(np.maximum(freq[channel_np[test]], 1e-12)).mean())
+    out["channel_nll_by_frequency"] = frequency_nll(channel_np[: n - held], channel_np[test])
     print(f"{n - held} training traces, {held} held out; prior std of px, py 1.155")
     print(
         f"centroid fit, noise-free image: residual std px {out['centroid_noise_free'][0]:.3f} py {out['centroid_noise_free'][1]:.3f}"

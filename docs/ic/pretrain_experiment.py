@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from embedding_probe import load
+from embedding_probe import draw_images, frequency_nll, load
 from torch import nn
 
 from probexec.data import TraceDataset
-from probexec.data.layout import ObservationBlock
 from probexec.nn import TrainOptions, train
 from probexec.nn.diagnostics import address_gains
 from probexec.nn.training import build_network
@@ -62,20 +61,14 @@ def main() -> None:
         n = len(xy_np)
         xy, channel = torch.from_numpy(xy_np).float(), torch.from_numpy(channel_np)
         rng = np.random.default_rng(0)
-
-        def images(idx: np.ndarray) -> torch.Tensor:
-            o = ObservationBlock(obs.name, obs.shape, loc=obs.loc.take(idx), scale=obs.scale.take(idx))
-            return torch.from_numpy(o.draw(rng))
-
         head = nn.Linear(net.config.obs_dim, 2 + int(channel_np.max()) + 1)
         params = [*net.obs_embeddings.parameters(), *net.obs_combine.parameters(), *head.parameters()]
         opt = torch.optim.Adam(params, lr=1e-3)
-        freq = np.bincount(channel_np, minlength=int(channel_np.max()) + 1) / n
-        baseline = float(-np.log(np.maximum(freq[channel_np], 1e-12)).mean())
+        baseline = frequency_nll(channel_np, channel_np)
         ce_seen = []
         for step in range(args.pretrain_steps):
             idx = rng.integers(0, n, args.batch_size)
-            pred = head(net.embed_observations({"calorimeter": images(idx)}))
+            pred = head(net.embed_observations({"calorimeter": draw_images(obs, idx, rng)}))
             ce = nn.functional.cross_entropy(pred[:, 2:], channel[idx])
             loss = ce + ((pred[:, :2] - xy[idx]) ** 2).sum(1).mean()
             opt.zero_grad()

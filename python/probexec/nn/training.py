@@ -283,6 +283,8 @@ def train(
         raise ValueError("train needs exactly one of dataset= (offline) or pool= (online)")
     if pool is not None and opt.traces is None:
         raise ValueError("online training needs a trace budget (traces=)")
+    if opt.types_per_step < 1:
+        raise ValueError(f"types_per_step must be at least 1, not {opt.types_per_step}")
     if opt.epochs is None and opt.traces is None:
         opt.epochs = 1
     rank, world = _distributed()
@@ -417,8 +419,6 @@ def _train(
     # The parameters, listed once (and again when addresses are added): `network.parameters()`
     # walks every address's modules, hundreds on the tau decay, a millisecond a step.
     parameters = list(network.parameters())
-    if opt.types_per_step < 1:
-        raise ValueError(f"types_per_step must be at least 1, not {opt.types_per_step}")
     per_step = opt.batch_size * opt.types_per_step
     if opt.cosine:
         total = opt.traces // per_step // world if opt.traces else 0
