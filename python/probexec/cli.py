@@ -355,6 +355,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         read_workers=args.read_workers,
         batch_process=args.batch_process,
         types_per_step=args.types_per_step,
+        pretrain_steps=args.pretrain_embedding,
+        pretrain_latents=tuple(n for n in args.pretrain_latents.split(",") if n)
+        if args.pretrain_latents
+        else None,
+        pretrain_traces=args.pretrain_traces,
     )
     out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
@@ -389,6 +394,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "world_size": world,
         "addresses": len(result.network.sites),
         "parameters": sum(p.numel() for p in result.network.parameters()),
+        "pretrain": result.pretrain,
     }
     if args.json:
         print(json.dumps(summary))
@@ -566,6 +572,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="normalise CNN observation features: none, batch, running, conv (batch statistics in the "
         "convolutions, running ones after the last layer) or group (each trace by its own statistics); "
         "default: the simulator's (none)",
+    )
+    s.add_argument(
+        "--pretrain-embedding",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="first train the observation embedding for STEPS steps to predict the traces' latents "
+        "from the observations, on minibatches mixed across trace types (a new network only)",
+    )
+    s.add_argument(
+        "--pretrain-latents",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated address names to pretrain on (default: the named addresses every trace draws)",
+    )
+    s.add_argument(
+        "--pretrain-traces", type=int, default=40_000, help="traces gathered for pretraining (default 40000)"
     )
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.add_argument(

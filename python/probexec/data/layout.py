@@ -130,6 +130,13 @@ class ObservationBlock:
         assert self.loc is not None and self.scale is not None
         return ObservationBlock(self.name, self.shape, loc=self.loc.rows(a, b), scale=self.scale.rows(a, b))
 
+    def take(self, idx: np.ndarray) -> ObservationBlock:
+        """Rows `idx` in that order (a mixed minibatch drawn from a pool of traces)."""
+        if self.values is not None:
+            return ObservationBlock(self.name, self.shape, values=self.values[idx])
+        assert self.loc is not None and self.scale is not None
+        return ObservationBlock(self.name, self.shape, loc=self.loc.take(idx), scale=self.scale.take(idx))
+
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """The values, `[n, *shape]` float32 (drawn from Normal(loc, scale) when stored that way)."""
         if self.values is not None:

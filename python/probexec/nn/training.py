@@ -42,6 +42,7 @@ from probexec.nn.checkpoint import (
 )
 from probexec.nn.embeddings import ObservationSpec
 from probexec.nn.network import NetworkConfig, ProposalLSTM
+from probexec.nn.pretrain import pretrain_embedding
 
 # Embedding defaults for the built-in simulators' observations (others: by shape, no transform).
 # (embedding, transform, norm); embeddings.py says why norm is still off.
@@ -103,6 +104,12 @@ class TrainOptions:
     # from one type: for the tau decay nearly one decay channel, which leaves a network that must
     # tell the channels apart from the image no contrast within a step.
     types_per_step: int = 1
+    # Steps of observation-embedding pretraining (`probexec.nn.pretrain`) before IC training, on
+    # mixed minibatches of `pretrain_traces` traces; only for a network that train builds (not on
+    # resume). 0: none. `pretrain_latents` None: the named addresses that every trace draws.
+    pretrain_steps: int = 0
+    pretrain_latents: tuple[str, ...] | None = None
+    pretrain_traces: int = 40_000
 
 
 @dataclass
@@ -116,6 +123,7 @@ class TrainResult:
     traces_per_second: float
     wait_fraction: float
     checkpoint: Path | None
+    pretrain: dict[str, Any] | None = None  # `PretrainReport.to_dict()` when the embedding was pretrained
 
 
 def prepare(
@@ -285,6 +293,13 @@ def train(
         raise ValueError("online training needs a trace budget (traces=)")
     if opt.types_per_step < 1:
         raise ValueError(f"types_per_step must be at least 1, not {opt.types_per_step}")
+    if opt.pretrain_steps < 0:
+        raise ValueError(f"pretrain_steps must be 0 or more, not {opt.pretrain_steps}")
+    if opt.pretrain_steps and network is not None:
+        raise ValueError(
+            "pretrain_steps applies to a network that train builds; for one passed in, call "
+            "probexec.nn.pretrain.pretrain_embedding on it first"
+        )
     if opt.epochs is None and opt.traces is None:
         opt.epochs = 1
     rank, world = _distributed()
@@ -381,7 +396,7 @@ def _train(
             world_size=world,
         )
 
-    state = {"step": 0, "epoch": 0, "traces": 0, "best_valid": math.inf}
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "traces": 0, "best_valid": math.inf}
     schedule = LearningRateSchedule(opt.lr, opt.warmup_steps)
     optimizer = None
     if resume and out is not None and out.exists():
@@ -408,12 +423,16 @@ def _train(
             raise TrainingError("no training traces: the dataset is empty")
         layouts = [t.layout for t in dataset.trace_types().values()] if dataset is not None else []
         network = build_network(simulator, sample, layouts, **opt.config_overrides)
+        network.to(device)
+        if opt.pretrain_steps and rank == 0:
+            state["pretrain"] = _pretrain(network, dataset, pool, opt)
     network.to(device)
     if world > 1:
         if pool is not None:
             raise ValueError("distributed training reads a dataset; online training runs on one process")
-        for p in network.parameters():  # identical start on every rank
-            dist.broadcast(p.data, 0)
+        for p in [*network.parameters(), *network.buffers()]:  # identical start on every rank
+            if p.is_floating_point():
+                dist.broadcast(p.data, 0)
     if optimizer is None:
         optimizer = make_optimizer(network, opt.lr, opt.weight_decay)
     # The parameters, listed once (and again when addresses are added): `network.parameters()`
@@ -612,7 +631,34 @@ def _train(
         (state["traces"] - traces_at_start) / elapsed,
         waited / elapsed,
         out,
+        state.get("pretrain"),
     )
+
+
+def _pretrain(
+    network: ProposalLSTM, dataset: TraceDataset | None, pool: Any, opt: TrainOptions
+) -> dict[str, Any]:
+    """Pretrains a fresh network's observation embedding on the training data (offline: shards
+    in a seeded random order; online: fresh traces from the pool)."""
+    groups = (
+        dataset.iter_groups(shuffle=True, seed=opt.seed)
+        if dataset is not None
+        else online_groups(pool, max(opt.batch_size, 256), opt.seed * 1000 + 104729)
+    )
+    report = pretrain_embedding(
+        network,
+        groups,
+        steps=opt.pretrain_steps,
+        latents=opt.pretrain_latents,
+        traces=opt.pretrain_traces,
+        batch_size=opt.batch_size,
+        lr=opt.lr,
+        seed=opt.seed,
+        progress=opt.progress,
+    )
+    if opt.progress:
+        tqdm.write(report.summary())
+    return report.to_dict()
 
 
 @torch.no_grad()
