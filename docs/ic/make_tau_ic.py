@@ -65,6 +65,8 @@ def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Pa
             config_overrides=(
                 {"observations": {ALL_OBSERVATIONS: {"norm": args.obs_norm}}} if args.obs_norm else {}
             ),
+            pretrain_steps=args.pretrain_embedding,
+            pretrain_latents=tuple(args.pretrain_latents.split(",")) if args.pretrain_latents else None,
         )  # fmt: skip
         print(f"training starts at {time.time():.0f} (Unix time)", flush=True)
         res = train(
@@ -130,6 +132,11 @@ def describe(post: Posterior) -> dict[str, Any]:
 
 def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     net, _ = load_checkpoint(net_path, simulator=args.simulator, device=args.ic_device or args.device)
+    plain = None
+    if args.baseline_network:
+        plain, _ = load_checkpoint(
+            args.baseline_network, simulator=args.simulator, device=args.ic_device or args.device
+        )
     results = []
     with remote_pool(args.simulator, workers=max(args.in_flight, args.workers)) as pool:
         events = held_out_events(pool, args)
@@ -164,8 +171,19 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
                     device=args.ic_device or args.device,
                     progress=True,
                 )
-            posts = {
-                "ic": ic,
+            posts = {"ic": ic}
+            if plain is not None:  # the same IC with a network trained another way
+                posts["ic_plain"] = ic_posterior(
+                    plain,
+                    pool.models[: args.in_flight],
+                    args.n,
+                    obs,
+                    latents=LATENTS,
+                    seed=k,
+                    device=args.ic_device or args.device,
+                    progress=True,
+                )
+            posts |= {
                 "is": run_engine(pool, "is", args.n, obs, latents=LATENTS, seed=k, progress=True),
                 "rmh": run_engine(
                     pool,
@@ -189,7 +207,7 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
             res = {"seed": ev["seed"], "truth": ev["truth"], "channel": name}
             res.update({eng: describe(p) for eng, p in posts.items()})
             results.append(res)
-            for eng in ("ic", "is", "rmh"):
+            for eng in posts:
                 r = res[eng]
                 print(
                     f"  {eng:3s} ESS/N {r['ess_over_n']:.3f}  px {r['px']['mean']:6.2f}  py {r['py']['mean']:6.2f}  "
@@ -236,7 +254,8 @@ def plot(work: Path, results: list[dict[str, Any]]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"ic": "tab:blue", "is": "tab:orange", "rmh": "tab:green"}
+    colours = {"ic": "tab:blue", "ic_plain": "tab:purple", "is": "tab:orange", "rmh": "tab:green"}
+    colours = {e: c for e, c in colours.items() if e in results[0]}
     fig, axes = plt.subplots(len(results), 4, figsize=(16, 2.8 * len(results)), squeeze=False)
     for i, res in enumerate(results):
         s = np.load(work / "events" / str(i) / "samples.npz")
@@ -258,11 +277,13 @@ def plot(work: Path, results: list[dict[str, Any]]) -> Path:
                 ax.legend(fontsize=7)
         ax = axes[i, 3]
         x = np.arange(len(TAU_CHANNELS))
-        for off, (eng, c) in zip((-0.3, -0.1, 0.1), colours.items(), strict=True):
+        width = 0.8 / (len(colours) + 1)
+        for j, (eng, c) in enumerate(colours.items()):
             p = [res[eng]["channel"].get(ch, 0.0) for ch in TAU_CHANNELS]
-            ax.bar(x + off, p, width=0.2, color=c, label=eng)
+            ax.bar(x - 0.4 + (j + 0.5) * width, p, width=width, color=c, label=eng)
         p = [res["ic_proposal"]["channel"].get(ch, 0.0) for ch in TAU_CHANNELS]
-        ax.bar(x + 0.3, p, width=0.2, color="none", edgecolor=colours["ic"], hatch="///", label="ic proposal")
+        ax.bar(x + 0.4 - 0.5 * width, p, width=width, color="none", edgecolor=colours["ic"], hatch="///",
+               label="ic proposal")  # fmt: skip
         if i == 0:
             ax.legend(fontsize=7)
         ax.axvline(res["truth"]["channel"], color="k", ls="--", lw=1)
@@ -322,6 +343,16 @@ def main() -> None:
     p.add_argument(
         "--obs-norm", help="the CNN embedding's norm (probexec train --obs-norm); default the simulator's"
     )
+    p.add_argument(
+        "--pretrain-embedding",
+        type=int,
+        default=1000,
+        metavar="STEPS",
+        help="pretrain the image embedding on the latents first (probexec train --pretrain-embedding; 0: no)",
+    )
+    p.add_argument(
+        "--pretrain-latents", default="channel,px,py", help="comma-separated; empty: every common one"
+    )
     p.add_argument("--threads", type=int, help="CPU threads for training (default: half the cores)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--events", type=int, default=4)
@@ -332,6 +363,10 @@ def main() -> None:
     p.add_argument("--ic-device", help="the device IC runs the network on (default: --device)")
     p.add_argument(
         "--network", help="a network trained apart (`probexec train`): no training here, --data only counted"
+    )
+    p.add_argument(
+        "--baseline-network",
+        help="also run IC with this network (shown as ic_plain), e.g. one not pretrained",
     )
     p.add_argument("--rmh-samples", type=int, default=2000)
     p.add_argument("--rmh-burn-in", type=int, default=500)
