@@ -123,3 +123,17 @@ def test_train_pretrains_a_new_network_once_and_the_cli_reports_it(data, tmp_pat
     assert res.traces == 1280 and res.pretrain == summary["pretrain"]
     with pytest.raises(ValueError, match="pretrain_embedding"):
         train("gum", dataset=ds, options=opts, network=res.network)
+
+
+def test_online_training_pretrains_on_fresh_simulator_traces(tmp_path):
+    net = tmp_path / "gum.pt"
+    r = cli(
+        "train", "gum", "-o", str(net), "--traces", "640", "--workers", "1", "--threads", "1",
+        "--pretrain-embedding", "100", "--pretrain-traces", "1000", "--json", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert summary["traces"] == 640
+    (mu,) = summary["pretrain"]["latents"]
+    assert summary["pretrain"]["traces"] == 1000 and mu["name"] == "mu" and mu["traces"] == 100
+    assert mu["loss"] < mu["baseline"]

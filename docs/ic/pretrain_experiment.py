@@ -7,6 +7,10 @@ embedding the probe's way (a linear head on it, regressing px, py and classifyin
 mixed batches of the dataset's traces, fresh noise on every image), then trains IC from there as
 usual and scores it with `probexec evaluate`'s per-address gains on held-out traces.
 
+This is the experiment as first run (its figures are `norm_experiment/pretrain_1000_then_1212.json`).
+The same is now a training option, `probexec train --pretrain-embedding STEPS` (`probexec.nn.pretrain`),
+which also standardises the regressed latents and holds out part of its pool to score itself.
+
     python docs/ic/pretrain_experiment.py --data /work/tauc/data --held /work/tauc/held \\
         --pretrain-steps 1000 --steps 1212 --json pretrain.json
 """
