@@ -187,7 +187,9 @@ class LatentHead(nn.Module):
 @dataclass
 class LatentScore:
     """Held-out: the head's loss on one latent against what knowing nothing from the
-    observations costs (class frequencies; the mean, i.e. 1.0 standardised)."""
+    observations costs (class frequencies; the mean, i.e. 1.0 standardised). `gain` is in the
+    loss's units: nats for classes and bits, standardised squared error for values (there,
+    `gain / baseline` is the share of the variance the embedding explains)."""
 
     name: str
     kind: str
