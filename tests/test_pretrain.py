@@ -5,6 +5,8 @@ latents some trace types lack, and how `train` and the CLI run it once, for a ne
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from probexec.data import TraceDataset
 from probexec.nn import TrainOptions, load_checkpoint, train
 from probexec.nn.pretrain import BINARY, CLASS, REGRESS, PretrainError, gather_pool, pretrain_embedding
 from probexec.nn.training import build_network
-from test_ic import cli, make_dataset
+from test_ic import BIN, cli, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +139,29 @@ def test_online_training_pretrains_on_fresh_simulator_traces(tmp_path):
     (mu,) = summary["pretrain"]["latents"]
     assert summary["pretrain"]["traces"] == 1000 and mu["name"] == "mu" and mu["traces"] == 100
     assert mu["loss"] < mu["baseline"]
+
+
+def test_torchrun_pretrains_on_rank_0_as_one_process_would(data, tmp_path):
+    """Two ranks: rank 0 pretrains (the others wait), every rank starts IC training from its
+    network, and the pretraining is the one a single process makes from the same seed and data."""
+    ds = data["gum"]
+    args = ["train", "gum", "--data", str(ds.path), "--traces", "640", "--threads", "1",
+            "--pretrain-embedding", "50", "--json", "--quiet"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "probexec"]
+    r = subprocess.run(
+        [*launch, *args, "-o", str(tmp_path / "two.pt")], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = json.loads(r.stdout.splitlines()[-1])
+    one = cli(*args, "-o", str(tmp_path / "one.pt"))
+    assert one.returncode == 0, one.stderr
+    a, b = two["pretrain"], json.loads(one.stdout.splitlines()[-1])["pretrain"]
+    assert two["world_size"] == 2
+    # The same pool, split and steps. The network it starts from is not bit-identical: each
+    # rank standardises observations on its own shard's first batches before rank 0's state is
+    # broadcast, so the losses agree to a few percent, not exactly.
+    assert (a["traces"], a["held_out"], a["steps"]) == (b["traces"], b["held_out"], b["steps"])
+    (ma,), (mb,) = a["latents"], b["latents"]
+    assert ma["baseline"] == mb["baseline"]
+    assert abs(ma["loss"] - mb["loss"]) < 0.05 * mb["loss"], (ma, mb)
