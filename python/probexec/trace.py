@@ -393,12 +393,16 @@ class TraceBatch:
             count=self.count[rows] if self.count is not None else None,
         )
 
-    def without_values(self, rows: np.ndarray) -> TraceBatch:
+    def without_values(self, rows: np.ndarray, keep_log_prob: bool = False) -> TraceBatch:
         """The batch with the values and parameters of `rows` (a boolean row mask) left out and
         those rows marked value-omitted: how calorimeter images (0.6 MB a trace) are kept out of
-        files that store them elsewhere or not at all."""
+        files that store them elsewhere or not at all. `keep_log_prob`: score those rows first
+        and keep their log-densities (`given_log_prob`), so the likelihood survives in memory."""
         if not rows.any():
             return self
+        given = self.given_log_prob
+        if keep_log_prob:
+            given = np.where(rows, self.log_prob(), np.nan if given is None else given)
         vsz, psz = np.diff(self.value_offsets), np.diff(self.param_offsets)
         return TraceBatch(
             self.address_id,
@@ -417,6 +421,7 @@ class TraceBatch:
             self.wall_time,
             self.errors,
             self.addresses,
+            given_log_prob=given,
             count=self.count,
         )
 
