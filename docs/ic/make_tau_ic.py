@@ -231,17 +231,20 @@ def refresh(work: Path, results: list[dict[str, Any]]) -> None:
 
     for i, res in enumerate(results):
         s = np.load(work / "events" / str(i) / "samples.npz")
-        prop: dict[str, Any] = {}
-        for k in MOMENTA:
-            v = s[f"ic/{k}"]
-            prop[k] = {
-                "mean": float(v.mean()),
-                "std": float(v.std()),
-                "ci90": np.quantile(v, [0.05, 0.95]).tolist(),
-            }
-        ch = s["ic/channel"].astype(int)
-        prop["channel"] = {TAU_CHANNELS[c]: float(np.mean(ch == c)) for c in sorted(set(ch.tolist()))}
-        res["ic_proposal"] = prop
+        for eng in ("ic", "ic_plain"):
+            if f"{eng}/channel" not in s:
+                continue
+            prop: dict[str, Any] = {}
+            for k in MOMENTA:
+                v = s[f"{eng}/{k}"]
+                prop[k] = {
+                    "mean": float(v.mean()),
+                    "std": float(v.std()),
+                    "ci90": np.quantile(v, [0.05, 0.95]).tolist(),
+                }
+            ch = s[f"{eng}/channel"].astype(int)
+            prop["channel"] = {TAU_CHANNELS[c]: float(np.mean(ch == c)) for c in sorted(set(ch.tolist()))}
+            res[f"{eng}_proposal"] = prop
         chains = int(res["rmh"].get("chains", 4))
         ess = [mcmc_ess(s[f"rmh/{k}"].reshape(chains, -1)) for k in LATENTS]
         res["rmh"]["ess"] = float(min(e for e in ess if np.isfinite(e)))
