@@ -11,7 +11,15 @@ from probexec.inference.ic import ic_posterior, ic_posterior_processes
 from probexec.nn import NetworkMismatchError
 from probexec.nn.training import build_network
 from probexec.remote import RemoteModel
-from probexec.trace import FLAG_VALUE_OMITTED, NORMAL, OBSERVE, AddressTable, TraceBatchBuilder, score_draw
+from probexec.trace import (
+    FLAG_VALUE_OMITTED,
+    NORMAL,
+    OBSERVE,
+    AddressTable,
+    TraceBatch,
+    TraceBatchBuilder,
+    score_draw,
+)
 from test_ic import make_dataset
 
 
@@ -59,9 +67,10 @@ def test_driver_processes_report_a_network_that_cannot_load(tmp_path):
         ic_posterior_processes(bad, "gum", 10, {"obs": [8.0, 9.0]}, processes=2, in_flight=2, seed=0)
 
 
-def test_rmh_keeps_images_as_their_log_likelihood_by_default():
+def test_rmh_keeps_images_as_their_log_likelihood_by_default(tmp_path):
     """16 000 RMH samples of the tau decay with their images took more than 24 GB: by default a
-    kept sample holds its image's log-density alone, the same chain otherwise."""
+    kept sample holds its image's log-density alone, the same chain otherwise. A saved posterior
+    keeps the images' log-densities too."""
     from probexec.inference.rmh import rmh
 
     runs = {}
@@ -74,3 +83,7 @@ def test_rmh_keeps_images_as_their_log_likelihood_by_default():
     np.testing.assert_allclose(slim.traces.log_likelihood(), full.traces.log_likelihood(), rtol=1e-12)
     assert np.isfinite(slim.traces.log_likelihood()).all()
     assert slim.traces.params.size < full.traces.params.size / 100
+    full.save(tmp_path / "post")
+    saved = TraceBatch.load(tmp_path / "post" / "traces.npz")
+    assert saved.params.size < full.traces.params.size / 100
+    np.testing.assert_allclose(saved.log_likelihood(), full.traces.log_likelihood(), rtol=1e-12)

@@ -456,6 +456,8 @@ class TraceBatch:
         arrays["addresses_json"] = np.array(json.dumps(table))
         arrays["errors_json"] = np.array(json.dumps(self.errors))
         arrays["count"] = self.count if self.count is not None else np.ones(self.num_rows, np.uint32)
+        if self.given_log_prob is not None:  # rows scored without their values (wide observations)
+            arrays["given_log_prob"] = self.given_log_prob
         arrays["format_version"] = np.array(1)
         return arrays
 
@@ -471,6 +473,7 @@ class TraceBatch:
         table = json.loads(str(f["addresses_json"]))
         errors = json.loads(str(f["errors_json"]))
         count = f.get("count")
+        given = f.get("given_log_prob")
         addresses = addresses if addresses is not None else AddressTable()
         addresses.add_wire(tuple(r) for r in table)
         results: list[np.ndarray | None] = [
@@ -479,9 +482,13 @@ class TraceBatch:
             else rv[ro[i] : ro[i + 1]]
             for i in range(len(rn))
         ]
-        batch = cls(**cols, results=results, errors=errors, addresses=addresses, count=count)
+        batch = cls(
+            **cols, results=results, errors=errors, addresses=addresses, count=count, given_log_prob=given
+        )
         if batch.trace_offsets[-1] != batch.num_rows or len(results) != batch.num_traces:
             raise ValueError("inconsistent trace arrays (offsets do not match the rows)")
+        if given is not None and len(given) != batch.num_rows:
+            raise ValueError("inconsistent trace arrays (given_log_prob does not match the rows)")
         return batch
 
     def save(self, path: str | Path) -> None:

@@ -16,7 +16,9 @@ BIG_OBSERVATION = 1024
 
 
 def _without_big_observations(batch: TraceBatch) -> TraceBatch:
-    return batch.without_values((batch.kind == OBSERVE) & (np.diff(batch.value_offsets) >= BIG_OBSERVATION))
+    return batch.without_values(
+        (batch.kind == OBSERVE) & (np.diff(batch.value_offsets) >= BIG_OBSERVATION), keep_log_prob=True
+    )
 
 
 @dataclass
@@ -77,8 +79,9 @@ class Posterior:
         """`posterior.npz` (per latent its values, plus log_weights; no pickle), `summary.json`, and
         `traces.npz`, the traces (`TraceBatch.save`) that `probexec analytics` reads. Observations
         of `BIG_OBSERVATION` elements or more (calorimeter images, 0.6 MB a trace) are saved without
-        their values and parameters (value-omitted rows): the observed data is the same in every
-        trace, and thousands of copies of it would dwarf everything else."""
+        their values and parameters (value-omitted rows), but with their log-densities: the
+        observed data is the same in every trace, and thousands of copies of it would dwarf
+        everything else."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         _without_big_observations(self.traces).save(d / "traces.npz")
