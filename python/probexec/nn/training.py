@@ -655,6 +655,7 @@ def _pretrain(
         lr=opt.lr,
         seed=opt.seed,
         progress=opt.progress,
+        draw_on_device=opt.draw_on_device,
     )
     if opt.progress:
         tqdm.write(report.summary())
