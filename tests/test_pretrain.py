@@ -203,3 +203,12 @@ def test_calorimeter_images_drawn_on_the_device_or_on_the_host(tmp_path):
     # voxels agrees to within the noise (0.2 / sqrt(24 500) = 0.0013 per image; 8 such).
     diff = (first[True].mean(1) - first[False].mean(1)).abs()
     assert float(diff.max()) < 8 * 0.2 / np.sqrt(24_500) * np.sqrt(2), diff
+
+
+def test_a_nan_latent_stops_pretraining_with_a_message(data):
+    ds = data["gum"]
+    groups = list(ds.iter_groups())
+    for g in groups:
+        g.values = np.full_like(g.values, np.nan)
+    with pytest.raises(PretrainError, match="pretraining loss is nan at step 0"):
+        pretrain_embedding(fresh(ds), iter(groups), steps=5, progress=False)

@@ -298,16 +298,20 @@ def pretrain_embedding(
     for step in bar:
         obs, ys, ms = batch(fit[rng.integers(0, len(fit), batch_size)])
         loss = torch.stack(head.losses(network.embed_observations(obs), ys, ms)).sum()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise PretrainError(f"pretraining loss is {value} at step {step}")
+        # Reading the loss waits for the device: every 20 steps and at the end. A NaN stays
+        # NaN in the parameters, so it is caught at the next read, before IC training starts.
+        if step % 20 == 0 or step == steps - 1:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise PretrainError(f"pretraining loss is {value} at step {step}")
+            bar.set_postfix(loss=f"{value:.3f}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{value:.3f}")
     bar.close()
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise PretrainError(f"pretraining left non-finite weights in the embedding after {steps} steps")
 
     network.eval()
     sums = torch.zeros(len(pool.targets))
