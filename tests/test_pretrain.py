@@ -14,7 +14,15 @@ import torch
 
 from probexec.data import TraceDataset
 from probexec.nn import TrainOptions, load_checkpoint, train
-from probexec.nn.pretrain import BINARY, CLASS, REGRESS, PretrainError, gather_pool, pretrain_embedding
+from probexec.nn.pretrain import (
+    BINARY,
+    CLASS,
+    REGRESS,
+    PretrainError,
+    PretrainReport,
+    gather_pool,
+    pretrain_embedding,
+)
 from probexec.nn.training import build_network
 from test_ic import BIN, cli, make_dataset
 
@@ -113,6 +121,7 @@ def test_train_pretrains_a_new_network_once_and_the_cli_reports_it(data, tmp_pat
     summary = json.loads(r.stdout.splitlines()[-1])
     assert [s["name"] for s in summary["pretrain"]["latents"]] == ["mu"]
     assert summary["pretrain"]["steps"] == 100
+    assert PretrainReport.from_dict(summary["pretrain"]).to_dict() == summary["pretrain"]
     _, blob = load_checkpoint(net)
     assert blob["train_state"]["pretrain"] == summary["pretrain"]
 

@@ -403,6 +403,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"trained on {result.traces} traces in {result.seconds:.1f} s ({result.traces_per_second:.0f} traces/s, "
             f"{100 * result.wait_fraction:.0f}% waiting for data); loss {result.final_loss:.4f}; wrote {out}"
         )
+        if result.pretrain:
+            from probexec.nn.pretrain import PretrainReport
+
+            print(PretrainReport.from_dict(result.pretrain).summary())
     return 0
 
 

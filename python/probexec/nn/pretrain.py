@@ -218,6 +218,12 @@ class PretrainReport:
             row["gain"] = s.gain
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> PretrainReport:
+        """Inverse of `to_dict` (a checkpoint's `train_state["pretrain"]`)."""
+        rows = [LatentScore(**{k: v for k, v in r.items() if k != "gain"}) for r in d["latents"]]
+        return cls(d["steps"], d["batch_size"], d["traces"], d["held_out"], d["seconds"], rows)
+
     def summary(self) -> str:
         parts = []
         for s in self.latents:
