@@ -14,6 +14,22 @@ from typing import Any
 import numpy as np
 
 
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any) -> str:
+    """One line of strict JSON: NaN and infinities (no validation set, an R-hat of chains that
+    never mixed) become null, which every JSON parser reads; Python's NaN tokens are not JSON."""
+    return json.dumps(_finite_or_none(obj), allow_nan=False)
+
+
 def _cmd_simulators(args: argparse.Namespace) -> int:
     from probexec.simulators import SIMULATORS
 
@@ -210,7 +226,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     if out.suffix != ".npz":
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:
-        print(json.dumps(summary))
+        print(strict_json(summary))
     else:
         where = (
             summary.get("file")
@@ -254,7 +270,7 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
 def _report_posterior(args: argparse.Namespace, posterior: Any, out: Any) -> int:
     summary = posterior.summary()
     if args.json:
-        print(json.dumps(summary))
+        print(strict_json(summary))
     else:
         print(
             f"{args.engine}: {summary['num_traces']} traces, ESS {summary['ess']:.0f}, {summary['seconds']:.1f} s"
@@ -397,7 +413,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "pretrain": result.pretrain,
     }
     if args.json:
-        print(json.dumps(summary))
+        print(strict_json(summary))
     else:
         print(
             f"trained on {result.traces} traces in {result.seconds:.1f} s ({result.traces_per_second:.0f} traces/s, "
