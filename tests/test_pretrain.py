@@ -221,3 +221,34 @@ def test_a_nan_latent_stops_pretraining_with_a_message(data):
         g.values = np.full_like(g.values, np.nan)
     with pytest.raises(PretrainError, match="pretraining loss is nan at step 0"):
         pretrain_embedding(fresh(ds), iter(groups), steps=5, progress=False)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_pretrained(data, tmp_path, monkeypatch):
+    """The pretrained network is saved before IC training starts, so a run killed in its first
+    steps (HPC preemption) resumes from it instead of pretraining again."""
+    ds = data["gum"]
+    net = tmp_path / "gum.pt"
+    opts = TrainOptions(traces=640, pretrain_steps=100, threads=1, progress=False)
+
+    def stop(step: int, loss: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train("gum", dataset=ds, output=net, options=opts, on_step=stop)
+    saved, blob = load_checkpoint(net)
+    assert blob["train_state"]["step"] == 0 and blob["train_state"]["pretrain"]["steps"] == 100
+
+    def refuse(*a, **k):
+        raise AssertionError("pretraining ran again on resume")
+
+    monkeypatch.setattr("probexec.nn.training.pretrain_embedding", refuse)
+    res = train("gum", dataset=ds, output=net, options=opts, resume=True)
+    assert res.traces == 640 and res.pretrain == blob["train_state"]["pretrain"]
+    # It went on from the pretrained embedding: 10 IC steps later its weights are far nearer
+    # the saved ones than the initial ones pretraining started from (seed 0, as `fresh`).
+    init = fresh(ds).state_dict()
+    keys = [k for k in init if k.startswith("obs_embeddings.") and k.endswith("weight")]
+    end, pre = res.network.state_dict(), saved.state_dict()
+    to_saved = sum(float((end[k] - pre[k]).norm()) for k in keys)
+    to_init = sum(float((end[k] - init[k]).norm()) for k in keys)
+    assert to_saved < 0.5 * to_init, (to_saved, to_init)

@@ -435,6 +435,9 @@ def _train(
                 dist.broadcast(p.data, 0)
     if optimizer is None:
         optimizer = make_optimizer(network, opt.lr, opt.weight_decay)
+    if "pretrain" in state and state["step"] == 0 and out is not None and rank == 0:
+        # A run stopped before its first checkpoint resumes from here, without pretraining again.
+        save_checkpoint(out, network, optimizer, schedule, state)
     # The parameters, listed once (and again when addresses are added): `network.parameters()`
     # walks every address's modules, hundreds on the tau decay, a millisecond a step.
     parameters = list(network.parameters())
