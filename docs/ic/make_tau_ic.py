@@ -130,6 +130,20 @@ def describe(post: Posterior) -> dict[str, Any]:
     return out
 
 
+def in_process_ic(net: Any, pool: Any, obs: dict[str, Any], seed: int, args: argparse.Namespace) -> Posterior:
+    """IC for one event, driven from this process on `--in-flight` of the pool's simulators."""
+    return ic_posterior(
+        net,
+        pool.models[: args.in_flight],
+        args.n,
+        obs,
+        latents=LATENTS,
+        seed=seed,
+        device=args.ic_device or args.device,
+        progress=True,
+    )
+
+
 def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     net, _ = load_checkpoint(net_path, simulator=args.simulator, device=args.ic_device or args.device)
     plain = None
@@ -161,28 +175,10 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
                     progress=True,
                 )
             else:
-                ic = ic_posterior(
-                    net,
-                    pool.models[: args.in_flight],
-                    args.n,
-                    obs,
-                    latents=LATENTS,
-                    seed=k,
-                    device=args.ic_device or args.device,
-                    progress=True,
-                )
+                ic = in_process_ic(net, pool, obs, k, args)
             posts = {"ic": ic}
             if plain is not None:  # the same IC with a network trained another way
-                posts["ic_plain"] = ic_posterior(
-                    plain,
-                    pool.models[: args.in_flight],
-                    args.n,
-                    obs,
-                    latents=LATENTS,
-                    seed=k,
-                    device=args.ic_device or args.device,
-                    progress=True,
-                )
+                posts["ic_plain"] = in_process_ic(plain, pool, obs, k, args)
             posts |= {
                 "is": run_engine(pool, "is", args.n, obs, latents=LATENTS, seed=k, progress=True),
                 "rmh": run_engine(
