@@ -48,8 +48,7 @@ def load(path: str, n: int) -> tuple[ObservationBlock, np.ndarray, np.ndarray]:
 
 def draw_images(obs: ObservationBlock, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
     """The images of traces `idx`, each with fresh noise."""
-    o = ObservationBlock(obs.name, obs.shape, loc=obs.loc.take(idx), scale=obs.scale.take(idx))
-    return torch.from_numpy(o.draw(rng))
+    return torch.from_numpy(obs.take(idx).draw(rng))
 
 
 def frequency_nll(train: np.ndarray, scored: np.ndarray) -> float:

@@ -15,7 +15,8 @@ from probexec.trace import OBSERVE, TraceBatch
 BIG_OBSERVATION = 1024
 
 
-def _without_big_observations(batch: TraceBatch) -> TraceBatch:
+def without_big_observations(batch: TraceBatch) -> TraceBatch:
+    """The batch with its wide observations (calorimeter images) kept as their log-density alone."""
     return batch.without_values(
         (batch.kind == OBSERVE) & (np.diff(batch.value_offsets) >= BIG_OBSERVATION), keep_log_prob=True
     )
@@ -84,7 +85,7 @@ class Posterior:
         everything else."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        _without_big_observations(self.traces).save(d / "traces.npz")
+        without_big_observations(self.traces).save(d / "traces.npz")
         arrays = {f"latent/{n}": self.traces.values_of(n) for n in self.latents}
         tmp = d / "posterior.tmp.npz"
         np.savez(tmp, log_weights=self.log_weights, **arrays)

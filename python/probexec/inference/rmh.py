@@ -30,7 +30,7 @@ from probexec.distributions import from_wire
 from probexec.errors import ProbexecError, SimulatorError
 from probexec.handlers import Condition, Draw, Handler, PriorProposal
 from probexec.inference.pool import ModelPool
-from probexec.inference.result import BIG_OBSERVATION, Posterior
+from probexec.inference.result import Posterior, without_big_observations
 from probexec.model import Model
 from probexec.trace import FLAG_CONTROLLED, FLAG_OBSERVED, OBSERVE, SAMPLE, TraceBatch, TraceBatchBuilder
 
@@ -229,12 +229,6 @@ def mcmc_ess(chains: np.ndarray) -> float:
     return float(m * n / max(tau, 1.0 / (m * n)))
 
 
-def _slim(trace: TraceBatch) -> TraceBatch:
-    """The trace with its wide observations kept as their log-density alone."""
-    wide = (trace.kind == OBSERVE) & (np.diff(trace.value_offsets) >= BIG_OBSERVATION)
-    return trace.without_values(wide, keep_log_prob=True)
-
-
 def rmh(
     target: Model | ModelPool,
     num_samples: int,
@@ -288,7 +282,7 @@ def rmh(
             if i >= burn_in and (i - burn_in) % thinning == thinning - 1:
                 if last is None or last[0] is not state.trace:  # a rejected step keeps the same trace
                     t = state.trace
-                    last = (t, t if keep_observations else _slim(t))
+                    last = (t, t if keep_observations else without_big_observations(t))
                 kept.append(last[1])
             if i % 100 == 99:
                 bar.update(100)
