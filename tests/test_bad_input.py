@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import flatbuffers
 import numpy as np
@@ -274,6 +278,85 @@ def test_cpp_server_survives_engine_that_vanishes_mid_trace(server):
     assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
     assert s.request(_core.encode_run(0, 1, None))[0] == MessageType.SAMPLE
     assert "engine did not answer within" in s.stop()
+
+
+# An engine that starts a simulator and is then SIGKILLed (the OOM killer, a Slurm job's time
+# limit): the server must not idle on its core for ever.
+_DOOMED_ENGINE = """
+import os, signal, sys, time
+import numpy as np
+import probexec
+from probexec.handlers import Handler
+from probexec.trace import TraceBatchBuilder
+
+class DieOnSample(Handler):
+    def on_sample(self, draw):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+m = probexec.RemoteModel("gum", timeout=600)
+m.prior(2, mode="per_draw")
+print(m.pid, m._log_path, flush=True)
+sys.stdin.readline()
+if sys.argv[1] == "mid-trace":
+    m.run_trace([DieOnSample()], TraceBatchBuilder(m.addresses))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("when", ["between-traces", "mid-trace"])
+def test_simulator_exits_when_its_engine_is_killed(when):
+    with subprocess.Popen(
+        [sys.executable, "-c", _DOOMED_ENGINE, when], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as engine:
+        sim_pid, log_path = engine.stdout.readline().split()
+        _watch_orphan(engine, int(sim_pid), Path(log_path), when)
+
+
+def _watch_orphan(engine: subprocess.Popen, sim_pid: int, log_path: Path, when: str) -> None:
+    try:
+        assert _running(sim_pid)
+        engine.stdin.write("go\n")
+        engine.stdin.flush()
+        assert engine.wait(timeout=30) == -signal.SIGKILL
+        # The server waits up to 600 s inside a trace and for ever between traces; its stdin
+        # ending must stop it within its one-second slices.
+        deadline = time.monotonic() + 10
+        while _running(sim_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(sim_pid), f"simulator {sim_pid} outlived its engine ({when})"
+        log = log_path.read_text()
+        expected = "stdin closed mid-trace" if when == "mid-trace" else "stdin closed: the engine"
+        assert expected in log, log
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sim_pid, signal.SIGKILL)
+        shutil.rmtree(log_path.parent, ignore_errors=True)
+
+
+def test_cpp_server_idle_timeout(server):
+    s = server("--idle-timeout", "0.5")
+    assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
+    assert s.proc.wait(timeout=10) == 0
+    assert "no request for 0.5 s (--idle-timeout); exiting" in s.stop()
+
+
+def test_cpp_server_keeps_serving_while_requests_come(server):
+    """The idle limit counts between traces only: a trace longer than it is not cut."""
+    s = server("--idle-timeout", "1", "--timeout", "30")
+    assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
+    assert s.request(_core.encode_run(0, 1, None))[0] == MessageType.SAMPLE
+    time.sleep(1.5)  # the engine thinks, mid-trace, for longer than the idle limit
+    assert s.proc.poll() is None
+    assert s.request(_core.encode_sample_scalar(1.0))[0] == MessageType.OBSERVE
 
 
 def test_new_engine_taking_over_mid_trace_is_served(server):

@@ -40,6 +40,30 @@ def test_serve_runs_a_simulator_for_a_remote_engine(tmp_path):
         proc.wait(timeout=10)
 
 
+def test_serve_idle_timeout_ends_a_server_whose_engine_left(tmp_path):
+    """A server started by hand (a Slurm job step) frees its core once no engine has asked for a
+    trace for --idle-timeout seconds; while an engine works, it stays."""
+    address = f"ipc://{tmp_path}/idle.sock"
+    proc = subprocess.Popen(
+        [*CLI, "serve", "gum", "--address", address, "--idle-timeout", "2"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with probexec.RemoteModel(address=address, timeout=20) as model:
+            for _ in range(3):  # 3 s of work in all, with pauses shorter than the limit
+                assert model.prior(10, seed=0).num_traces == 10
+                time.sleep(1.0)
+            assert proc.poll() is None
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert "no request for 2 s (--idle-timeout); exiting" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def test_unknown_simulator_is_a_clear_error():
     r = subprocess.run(
         [*CLI, "serve", "nope", "--address", "ipc:///tmp/x"], capture_output=True, text=True, timeout=60

@@ -4,6 +4,11 @@
 // driven draw by draw, or many traces streamed as records), Shutdown. Inside a per-draw trace the
 // model's own calls to sample/observe/tag become requests of the simulator's, each waited for
 // with a timeout so a vanished engine cannot hang the simulator forever.
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -12,6 +17,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <random>
 #include <unordered_set>
 
@@ -37,12 +43,14 @@ struct Options {
   long traces = 1;
   std::string output;  // standalone: events to this .npz
   double timeout_s = 300.0;
+  double idle_timeout_s = 0.0;     // > 0: exit after this long with no request between traces
+  bool exit_on_stdin_eof = false;  // exit when stdin ends: the engine that started us is gone
   bool quiet = false;
 };
 
 [[noreturn]] void usage_error(const std::string& prog, const std::string& what) {
   throw error(what + "\nusage: " + prog +
-              " (--address ipc://PATH|tcp://HOST:PORT | --standalone [--seed N] [--traces K] [--output EVENTS.npz]) [--timeout S] [--quiet]");
+              " (--address ipc://PATH|tcp://HOST:PORT | --standalone [--seed N] [--traces K] [--output EVENTS.npz]) [--timeout S] [--idle-timeout S] [--exit-on-stdin-eof] [--quiet]");
 }
 
 Options parse_args(int argc, char** argv) {
@@ -61,6 +69,8 @@ Options parse_args(int argc, char** argv) {
       else if (a == "--traces") o.traces = std::stol(value());
       else if (a == "--output" || a == "-o") o.output = value();
       else if (a == "--timeout") o.timeout_s = std::stod(value());
+      else if (a == "--idle-timeout") o.idle_timeout_s = std::stod(value());
+      else if (a == "--exit-on-stdin-eof") o.exit_on_stdin_eof = true;
       else if (a == "--quiet") o.quiet = true;
       else if (a.rfind("ipc://", 0) == 0 || a.rfind("tcp://", 0) == 0) o.address = a;
       else usage_error(prog, "unknown argument " + a);
@@ -70,6 +80,7 @@ Options parse_args(int argc, char** argv) {
   }
   if (!o.standalone && o.address.empty()) usage_error(prog, "give --address or --standalone");
   if (o.traces < 0) usage_error(prog, "--traces must be >= 0");
+  if (!(o.idle_timeout_s >= 0)) usage_error(prog, "--idle-timeout must be >= 0 seconds (0: wait for ever)");
   return o;
 }
 
@@ -85,6 +96,30 @@ std::string describe_current_exception() {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string seconds_text(double s) {
+  std::ostringstream o;
+  o << s << " s";
+  return o.str();
+}
+
+// Seconds as ZeroMQ's milliseconds; <= 0 or beyond ~24 days (int milliseconds) is -1: for ever.
+int timeout_ms(double seconds) {
+  return (seconds <= 0 || seconds > 2.0e6) ? -1 : static_cast<int>(seconds * 1000);
+}
+
+// True when stdin has ended: the engine that started this server holds the pipe's only write end,
+// so the kernel closes it however the engine ends (SIGKILL and the OOM killer included). Bytes
+// written there are read and ignored.
+bool stdin_ended() {
+  pollfd p{STDIN_FILENO, POLLIN, 0};
+  int r = ::poll(&p, 1, 0);
+  if (r <= 0) return false;
+  if (p.revents & POLLNVAL) return true;  // stdin was closed before we started
+  char buf[256];
+  ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
 }
 
 // Calls the model from a frame whose stack depth is recorded, so addresses leave out everything
@@ -123,6 +158,27 @@ class Server {
   }
 
   int loop();
+
+  enum class Wait { Message, Timeout, EngineGone };
+  // Waits up to `limit_ms` (-1: for ever) for the engine's next message. With
+  // --exit-on-stdin-eof it waits in slices of a second and looks at stdin between them: the
+  // blocking receive stays the hot path (no zmq_poll per message), and a dead engine is noticed
+  // within a second.
+  Wait wait_message(ZmqMessage& m, int limit_ms) {
+    if (!opts_.exit_on_stdin_eof) return socket_->recv(m, limit_ms) ? Wait::Message : Wait::Timeout;
+    constexpr int kSliceMs = 1000;
+    auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+      int slice = kSliceMs;
+      if (limit_ms >= 0) {
+        int left = limit_ms - static_cast<int>(seconds_since(t0) * 1000);
+        if (left <= 0) return Wait::Timeout;
+        slice = std::min(slice, left);
+      }
+      if (socket_->recv(m, slice)) return Wait::Message;
+      if (stdin_ended()) return Wait::EngineGone;
+    }
+  }
 
   // --- used by RemoteContext -------------------------------------------------------------------
   bool v2() const { return version_ >= 2; }
@@ -195,10 +251,14 @@ class Server {
 
 const ppx::Message* Server::request(ppx::MessageBody expected) {
   send_built();
-  // <= 0 or beyond ~24 days (int milliseconds): wait forever.
-  int timeout_ms = (opts_.timeout_s <= 0 || opts_.timeout_s > 2.0e6) ? -1 : static_cast<int>(opts_.timeout_s * 1000);
-  if (!socket_->recv(in_, timeout_ms)) {
-    log("engine did not answer within " + std::to_string(opts_.timeout_s) + " s; trace abandoned, socket reopened");
+  Wait w = wait_message(in_, timeout_ms(opts_.timeout_s));
+  if (w == Wait::EngineGone) {
+    log("stdin closed mid-trace: the engine that started this server is gone; trace abandoned, exiting");
+    stop_ = true;
+    throw TraceAborted{"engine gone"};
+  }
+  if (w == Wait::Timeout) {
+    log("engine did not answer within " + seconds_text(opts_.timeout_s) + "; trace abandoned, socket reopened");
     socket_.reset();
     open_socket();
     throw TraceAborted{"engine timeout"};
@@ -376,7 +436,15 @@ int Server::loop() {
       deferred_.reset();
     } else {
       ZmqMessage m;
-      socket_->recv(m, -1);
+      Wait w = wait_message(m, timeout_ms(opts_.idle_timeout_s));
+      if (w == Wait::EngineGone) {
+        log("stdin closed: the engine that started this server is gone; exiting");
+        break;
+      }
+      if (w == Wait::Timeout) {
+        log("no request for " + seconds_text(opts_.idle_timeout_s) + " (--idle-timeout); exiting");
+        break;
+      }
       buf.assign(m.data(), m.data() + m.size());
     }
     const ppx::Message* msg = nullptr;

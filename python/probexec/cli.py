@@ -65,6 +65,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     exe = str(get_simulator(args.simulator).path())
     argv = [exe, "--address", args.address, "--timeout", str(args.timeout)]
+    if args.idle_timeout > 0:
+        argv += ["--idle-timeout", str(args.idle_timeout)]
     if args.quiet:
         argv.append("--quiet")
     os.execv(exe, argv)
@@ -508,6 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", required=True, help="ipc://PATH or tcp://HOST:PORT to bind")
     s.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the engine inside a trace"
+    )
+    s.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        help="exit after this many seconds with no request between traces, so a server whose "
+        "engine died does not hold its cores (0, the default: wait for ever)",
     )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_serve)

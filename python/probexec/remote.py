@@ -64,6 +64,9 @@ def encode_value(value: Any) -> bytes:
 
 
 def _kill(proc: subprocess.Popen[bytes], tmpdir: str | None) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
     if proc.poll() is None:
         proc.kill()
         with contextlib.suppress(Exception):
@@ -178,11 +181,15 @@ class RemoteModel(Model):
                     bind,
                     "--timeout",
                     str(max(self.timeout * 5, 300)),
+                    "--exit-on-stdin-eof",
                     *self._args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                # Its stdin is a pipe whose only write end is ours: however this process ends
+                # (SIGKILL and the OOM killer included) the server reads end of file and exits,
+                # instead of idling on its cores.
+                stdin=subprocess.PIPE,
             )
         # Kill the server if this object is dropped without close() (and at interpreter exit).
         self._finalizer = weakref.finalize(self, _kill, self._proc, self._tmpdir)
