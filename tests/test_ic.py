@@ -3,6 +3,7 @@ IC posteriors against the exact ones (tolerances: 4 standard errors from the ESS
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -581,6 +582,72 @@ def test_ic_cli_needs_a_network(tmp_path):
     r = cli("posterior", "gum", "--engine", "ic", "-n", "10", "-o", str(tmp_path / "p"))
     assert r.returncode == 1 and "--network" in r.stderr
     assert shutil.which(sys.executable)
+
+
+_KILLED_IC_ENGINE = """
+import sys
+from probexec.inference.ic import ic_posterior_processes
+from probexec.simulators import get_simulator
+obs = get_simulator("gum").default_observations
+ic_posterior_processes(sys.argv[1], "gum", 10_000_000, obs, processes=2, in_flight=2, seed=0)
+"""
+
+
+def _children(pids: set[int]) -> set[int]:
+    """Live processes whose parent is one of `pids` (zombies left out)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if fields[0] not in ("Z", "X") and int(fields[1]) in pids:
+                out.add(int(d.name))
+    return out
+
+
+def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
+    """An engine running IC in driver processes is killed (OOM killer, a job's time limit): its
+    drivers and their simulators end within seconds, instead of running their traces for no one
+    and then idling for ever."""
+    import signal
+    import time
+
+    net = tmp_path / "gum.pt"
+    train(
+        "gum", dataset=gum_data, output=net, options=TrainOptions(traces=200, batch_size=100, progress=False)
+    )
+    engine = subprocess.Popen([sys.executable, "-c", _KILLED_IC_ENGINE, str(net)])
+    drivers: set[int] = set()
+    sims: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(sims) < 4 and time.monotonic() < deadline and engine.poll() is None:
+            time.sleep(0.2)
+            drivers = _children({engine.pid}) - {engine.pid}
+            sims = _children(drivers)
+        assert len(sims) >= 4, f"the drivers {drivers} did not start their 2 simulators each: {sims}"
+        time.sleep(1.0)  # let the drivers run traces
+        engine.kill()
+        engine.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        left = drivers | sims
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = {p for p in left if _alive(p)}
+        assert not left, f"processes {sorted(left)} outlived their engine"
+    finally:
+        for p in drivers | sims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_data, tmp_path):

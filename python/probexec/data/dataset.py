@@ -53,6 +53,7 @@ from probexec.data.layout import (
 )
 from probexec.data.sparse import SparseRows
 from probexec.errors import ProbexecError
+from probexec.lifeline import exit_with_parent
 from probexec.trace import AddressRecord, AddressTable, TraceBatch
 
 FORMAT = "probexec-dataset"
@@ -474,15 +475,7 @@ _READER_OBSERVATIONS: dict[str, Any] = {}
 
 def _reader_init(observations: dict[str, Any]) -> None:
     _READER_OBSERVATIONS.update(observations)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Ends a shard reader whose parent died without ending it (SIGKILL, out of memory): a pool
-    worker never notices by itself, as it holds both ends of its task queue."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
+    exit_with_parent()  # a reader whose trainer was killed must not outlive it
 
 
 def _read_groups(shard: ShardInfo) -> list[TypeGroup] | str:

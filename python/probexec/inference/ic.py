@@ -30,6 +30,7 @@ from probexec.data.layout import kept_controlled_rows
 from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.handlers import Condition, PriorProposal
 from probexec.inference.result import BIG_OBSERVATION, Posterior
+from probexec.lifeline import exit_with_parent
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
 from probexec.stepping import PendingDraw, TraceStepper
@@ -397,6 +398,9 @@ _START_WAIT_S = 300.0  # at most this long for the other drivers to be ready
 def _count_init(counts: Any, ready: Any) -> None:
     global _TRACES_DONE, _READY
     _TRACES_DONE, _READY = counts, ready
+    # A driver whose engine was killed ends, and its simulators with it: it would otherwise finish
+    # its share of the traces for no one and then wait for ever on the pool's task queue.
+    exit_with_parent()
 
 
 def _count_trace() -> None:
