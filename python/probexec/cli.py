@@ -254,6 +254,9 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     if args.engine == "rmh":
         workers = args.workers or min(args.chains, os.cpu_count() or 1)
         options.update(chains=args.chains, burn_in=args.burn_in, thinning=args.thinning, resume=args.resume)
+    elif args.engine == "smc":
+        workers = args.workers or os.cpu_count() or 1
+        options.update(moves=args.moves, ess_fraction=args.ess_fraction)
     else:
         workers = args.workers or os.cpu_count() or 1
         options.update(likelihood_importance=args.likelihood_importance)
@@ -539,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("posterior", help="posterior inference on a built-in simulator")
     s.add_argument("simulator")
-    s.add_argument("--engine", choices=["is", "rmh", "ic"], default="is")
+    s.add_argument("--engine", choices=["is", "rmh", "smc", "ic"], default="is")
     s.add_argument("--network", help="ic: the proposal network (from `probexec train`)")
     s.add_argument("--device", default=None, help="ic: cpu or cuda")
     s.add_argument(
@@ -549,7 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ic: driver processes, each with its share of --workers simulators (one driver's Python "
         "runs on one core)",
     )
-    s.add_argument("-n", type=int, required=True, help="traces (is) or kept samples over all chains (rmh)")
+    s.add_argument(
+        "-n", type=int, required=True, help="traces (is, ic), kept samples over all chains (rmh) or particles (smc)"
+    )
     s.add_argument(
         "--observe", action="append", metavar="NAME=VALUE", help="e.g. obs=8,9 or obs=[8,9] (repeatable)"
     )
@@ -560,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--thinning", type=int, default=1)
     s.add_argument("--resume", help="continue RMH chains from a previous output directory")
     s.add_argument("--likelihood-importance", type=float, default=1.0)
+    s.add_argument("--moves", type=int, default=5, help="smc: MH steps per particle and stage")
+    s.add_argument(
+        "--ess-fraction",
+        type=float,
+        default=0.5,
+        help="smc: each stage's temperature keeps this share of the particles' ESS",
+    )
     s.add_argument(
         "--workers", type=int, default=None, help="simulator processes (ic: traces in flight, default 16)"
     )

@@ -2,7 +2,9 @@
 
 - `prior.sample_prior`: prior traces, streamed or per draw;
 - `importance.importance_sampling`: the prior as proposal, likelihood weights;
-- `rmh.rmh`: single-site random-walk Metropolis–Hastings, exact for changing trace structure.
+- `rmh.rmh`: single-site random-walk Metropolis–Hastings, exact for changing trace structure;
+- `smc.smc`: a particle population tempered from the prior to the posterior with RMH moves, for
+  posteriors whose modes trap single chains; it also estimates the evidence.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from probexec.inference.pool import ModelPool, PoolExhaustedError, remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.inference.result import Posterior
 from probexec.inference.rmh import rmh
+from probexec.inference.smc import smc
 
-ENGINES = ("is", "rmh")
+ENGINES = ("is", "rmh", "smc")
 
 
 def run_engine(
@@ -26,6 +29,8 @@ def run_engine(
         return importance_sampling(target, num_traces, observe, **options)
     if engine == "rmh":
         return rmh(target, num_traces, observe, **options)
+    if engine == "smc":
+        return smc(target, num_traces, observe, **options)
     raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
 
 
@@ -39,4 +44,5 @@ __all__ = [
     "rmh",
     "run_engine",
     "sample_prior",
+    "smc",
 ]

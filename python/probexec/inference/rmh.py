@@ -65,6 +65,11 @@ class _State:
     site_logp: dict[Key, float]  # their prior log-densities
     site_info: dict[Key, tuple[int, np.ndarray]]  # dist type, flat params
     log_joint: float
+    log_lik: float  # the observations' part of log_joint (SMC tempers it)
+
+    @property
+    def log_prior(self) -> float:
+        return self.log_joint - self.log_lik
 
 
 def _state_of(batch: TraceBatch) -> _State:
@@ -72,7 +77,7 @@ def _state_of(batch: TraceBatch) -> _State:
     values: dict[Key, Any] = {}
     site_logp: dict[Key, float] = {}
     info: dict[Key, tuple[int, np.ndarray]] = {}
-    log_joint = 0.0
+    log_joint = log_lik = 0.0
     for r in range(batch.num_rows):
         kind = batch.kind[r]
         if kind == SAMPLE and batch.flags[r] & FLAG_CONTROLLED and not batch.flags[r] & FLAG_OBSERVED:
@@ -88,7 +93,8 @@ def _state_of(batch: TraceBatch) -> _State:
             log_joint += float(lp[r])
         elif kind == OBSERVE or batch.flags[r] & FLAG_OBSERVED:
             log_joint += float(lp[r])
-    return _State(batch, values, site_logp, info, log_joint)
+            log_lik += float(lp[r])
+    return _State(batch, values, site_logp, info, log_joint, log_lik)
 
 
 def _params_of(dist_type: int, flat: np.ndarray, size: int) -> list[np.ndarray]:
@@ -121,6 +127,7 @@ class _Chain:
         self.accepted = 0
         self.proposed = 0
         self.failed = 0
+        self.init_attempts = 0
 
     def _run(self, replay: Replay) -> TraceBatch:
         builder = TraceBatchBuilder(self.model.addresses)
@@ -132,6 +139,7 @@ class _Chain:
     def init(self, values: Mapping[Key, Any] | None = None) -> _State:
         """A first trace with a finite joint (from the prior, or replaying saved values)."""
         for _ in range(1000):
+            self.init_attempts += 1
             state = _state_of(self._run(Replay(values or {})))
             if np.isfinite(state.log_joint):
                 return state
@@ -140,7 +148,8 @@ class _Chain:
             f"RMH on {self.model.name!r}: no trace with a finite joint density in 1000 prior draws"
         )
 
-    def step(self, cur: _State) -> _State:
+    def step(self, cur: _State, beta: float = 1.0) -> _State:
+        """One MH step targeting prior x likelihood^beta (beta < 1: a tempered posterior, for SMC)."""
         keys = list(cur.values)
         if not keys:
             return cur
@@ -176,8 +185,9 @@ class _Chain:
         fresh = [f for f in new.values if f not in cur.values]
         stale = [s for s in cur.values if s not in new.values]
         log_a = (
-            new.log_joint
-            - cur.log_joint
+            new.log_prior
+            - cur.log_prior
+            + beta * (new.log_lik - cur.log_lik)
             + math.log(len(cur.values))
             - math.log(len(new.values))
             + log_q_ratio
