@@ -9,7 +9,7 @@ import pytest
 
 from probexec.inference import remote_pool, smc
 from probexec.inference.smc import next_beta, systematic_resample
-from test_posterior import GUM_MEAN, GUM_STD, OBS, branching_exact, check_discrete, check_normal_posterior
+from test_posterior import OBS, branching_exact, check_discrete, check_normal_posterior
 
 # Resampling copies particles and the moves only partly decorrelate the copies, so a weighted
 # sample of ESS k is worth less than k independent draws. The tests count it as k / 2.
@@ -20,7 +20,9 @@ def gum_log_evidence() -> float:
     """log p(obs = [8, 9]) when mu ~ N(1, 5) and obs_i ~ N(mu, 2): obs ~ N([1, 1], 5 11' + 2 I)."""
     cov = 5.0 * np.ones((2, 2)) + 2.0 * np.eye(2)
     d = np.array(OBS["obs"]) - 1.0
-    return float(-0.5 * d @ np.linalg.solve(cov, d) - 0.5 * math.log(np.linalg.det(cov)) - math.log(2 * math.pi))
+    return float(
+        -0.5 * d @ np.linalg.solve(cov, d) - 0.5 * math.log(np.linalg.det(cov)) - math.log(2 * math.pi)
+    )
 
 
 def test_next_beta_keeps_the_asked_ess():

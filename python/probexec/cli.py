@@ -553,7 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
         "runs on one core)",
     )
     s.add_argument(
-        "-n", type=int, required=True, help="traces (is, ic), kept samples over all chains (rmh) or particles (smc)"
+        "-n",
+        type=int,
+        required=True,
+        help="traces (is, ic), kept samples over all chains (rmh) or particles (smc)",
     )
     s.add_argument(
         "--observe", action="append", metavar="NAME=VALUE", help="e.g. obs=8,9 or obs=[8,9] (repeatable)"

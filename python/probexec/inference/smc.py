@@ -195,7 +195,9 @@ def smc(
             "betas": betas,
             "stages": len(betas) - 1,
             "acceptance_rates": rates,
-            "acceptance_rate": counts["accepted"] / counts["proposed"] if counts["proposed"] else float("nan"),
+            "acceptance_rate": counts["accepted"] / counts["proposed"]
+            if counts["proposed"]
+            else float("nan"),
             "moves": moves,
             "ess_fraction": ess_fraction,
             "simulator_runs": counts["proposed"] + attempts,
