@@ -87,3 +87,36 @@ def test_rmh_keeps_images_as_their_log_likelihood_by_default(tmp_path):
     saved = TraceBatch.load(tmp_path / "post" / "traces.npz")
     assert saved.params.size < full.traces.params.size / 100
     np.testing.assert_allclose(saved.log_likelihood(), full.traces.log_likelihood(), rtol=1e-12)
+
+
+def test_importance_sampling_keeps_images_as_their_log_likelihood_by_default():
+    """32 000 tau traces of importance sampling with their images filled 24 GB and the OOM killer
+    ended the run: each chunk now keeps its images as their log-density alone as it arrives."""
+    from probexec.inference import importance_sampling, remote_pool
+
+    with remote_pool("tau_decay_fixed_spots", workers=2) as pool:
+        obs = {"calorimeter": pool.models[0].stream(1, seed=99).values_of("calorimeter")[0]}
+        runs = {
+            keep: importance_sampling(pool, 40, obs, seed=3, keep_observations=keep, progress=False)
+            for keep in (False, True)
+        }
+    slim, full = runs[False], runs[True]
+    np.testing.assert_array_equal(slim.traces.values_of("px"), full.traces.values_of("px"))
+    np.testing.assert_allclose(slim.log_weights, full.log_weights, rtol=1e-12)
+    assert np.isfinite(slim.log_weights).all()
+    assert slim.traces.params.size < full.traces.params.size / 100
+    assert slim.ess == pytest.approx(full.ess, rel=1e-12)
+
+
+def test_smc_runs_on_the_tau_decay_and_keeps_no_images():
+    """Tempered SMC on a calorimeter event: a few particles and stages, images held as their
+    log-density only, channel probabilities that sum to one."""
+    from probexec.inference import remote_pool, smc
+
+    with remote_pool("tau_decay_fixed_spots", workers=2) as pool:
+        obs = {"calorimeter": pool.models[0].stream(1, seed=99).values_of("calorimeter")[0]}
+        post = smc(pool, 8, obs, seed=1, moves=1, ess_fraction=0.3, max_stages=400, progress=False)
+    assert post.stats["betas"][-1] == 1.0 and post.stats["stages"] >= 2
+    assert np.isfinite(post.stats["log_evidence"])
+    assert post.traces.params.size < 8 * 24_500
+    assert sum(post["channel"].probabilities().values()) == pytest.approx(1.0)
