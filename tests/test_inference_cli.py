@@ -79,6 +79,35 @@ def test_posterior_rmh_json_and_resume(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_posterior_smc_json(tmp_path):
+    r = cli(
+        "posterior", "gum", "--engine", "smc", "-n", "300", "--moves", "3", "--ess-fraction", "0.6",
+        "--seed", "5", "-o", str(tmp_path), "--json", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["engine"] == "smc" and out["num_traces"] == 300
+    assert out["moves"] == 3 and out["ess_fraction"] == 0.6 and out["betas"][-1] == 1.0
+    # Each stage keeps 60 % of the particles' ESS, the last one at least that.
+    assert out["ess"] >= 0.6 * 300 - 1e-6
+    assert abs(out["log_evidence"] - (-8.2394)) < 1.0
+    mu = out["latents"]["mu"]
+    assert abs(mu["mean"] - 7.25) < 4 * math.sqrt(1 / 1.2) / math.sqrt(out["ess"] / 2)
+    with np.load(tmp_path / "posterior.npz", allow_pickle=False) as f:
+        assert f["latent/mu"].shape == (300,) and f["log_weights"].shape == (300,)
+    r = cli(
+        "posterior", "branching", "--engine", "smc", "-n", "50", "--stratify", "r=5,6,7", "--observe", "obs=6",
+        "-o", str(tmp_path / "strat"), "--json", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["num_traces"] == 150 and out["stratum"] == "r" and set(out["strata"]) == {"5", "6", "7"}
+    # r > 4: obs ~ Poisson(6) whatever r is, so P(r | obs) restricted to 5..7 is the prior's Poisson(4).
+    prior = np.array([4.0**k / math.factorial(k) for k in (5, 6, 7)])
+    got = [out["strata"][k]["probability"] for k in ("5", "6", "7")]
+    np.testing.assert_allclose(got, prior / prior.sum(), rtol=1e-9)
+
+
 def test_observations_from_flags_and_files(tmp_path):
     (tmp_path / "obs.json").write_text(json.dumps({"obs": [8.0, 9.0]}))
     np.savez(tmp_path / "obs.npz", obs=np.array([8.0, 9.0]))

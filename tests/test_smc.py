@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from probexec.inference import remote_pool, smc
-from probexec.inference.smc import next_beta, systematic_resample
+from probexec.inference.smc import next_beta, stratified_smc, stratum_values, systematic_resample
 from test_posterior import OBS, branching_exact, check_discrete, check_normal_posterior
 
 # Resampling copies particles and the moves only partly decorrelate the copies, so a weighted
@@ -55,7 +55,7 @@ def test_smc_gum_posterior_and_evidence():
     # (1 / ess_fraction - 1) / n per stage.
     se = math.sqrt(st["stages"] * (1 / st["ess_fraction"] - 1) / 400)
     assert abs(st["log_evidence"] - gum_log_evidence()) < 4 * se, (st["log_evidence"], gum_log_evidence(), se)
-    assert st["simulator_runs"] >= 400 * (1 + 5 * (st["stages"] - 1))
+    assert st["simulator_runs"] >= 400 * (1 + 5 * (st["stages"] - 1))  # a GUM trace has one site
 
 
 def test_smc_marsaglia_with_a_rejection_loop():
@@ -84,3 +84,34 @@ def test_smc_is_reproducible_and_checks_its_arguments():
             smc(pool, 10, OBS, ess_fraction=1.0)
     assert np.array_equal(a["mu"].values, b["mu"].values)
     assert a.stats["log_evidence"] == b.stats["log_evidence"]
+
+
+def test_stratified_smc_branching_matches_enumeration():
+    """One SMC per value of r, weighted by its evidence p(obs, r): for r > 4 nothing else is
+    drawn and the evidence is exact; for r <= 4 it is estimated over s."""
+    exact = branching_exact()
+    with remote_pool("branching", workers=2) as pool:
+        post = stratified_smc(pool, 100, {"obs": [6.0]}, "r", values=range(25), seed=6, progress=False)
+    strata = post.stats["strata"]
+    assert sum(v["probability"] for v in strata.values()) == pytest.approx(1.0)
+    probs = post["r"].probabilities()
+    for r, p in enumerate(exact[:25]):
+        assert probs.get(r, 0.0) == pytest.approx(strata[str(r)]["probability"], abs=1e-12)
+        if r > 4:  # no latent left: one stage, the exact evidence
+            assert strata[str(r)]["stages"] == 1
+        # An evidence estimate of relative error e moves P(r) by about p (1 - p) e; e is
+        # sqrt(stages (1 / ess_fraction - 1) / particles) per stratum.
+        e = math.sqrt(strata[str(r)]["stages"] * 1.0 / 100)
+        assert abs(probs.get(r, 0.0) - p) < 4 * max(p * (1 - p) * e, 1e-9) + 1e-4, (r, probs.get(r), p)
+
+
+def test_stratum_values_come_from_the_prior():
+    with remote_pool("hmm", workers=1) as pool:
+        assert stratum_values(pool, "state_1") == [0.0, 1.0, 2.0]
+    with remote_pool("gum", workers=1) as pool:
+        with pytest.raises(ValueError, match="'mu' is not a Categorical, Bernoulli or Binomial"):
+            stratum_values(pool, "mu")
+        with pytest.raises(ValueError, match="no sample named 'nope'"):
+            stratum_values(pool, "nope")
+        with pytest.raises(ValueError, match="'obs' is observed"):
+            stratified_smc(pool, 10, OBS, "obs", values=[1.0])

@@ -257,6 +257,10 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     elif args.engine == "smc":
         workers = args.workers or os.cpu_count() or 1
         options.update(moves=args.moves, ess_fraction=args.ess_fraction)
+        if args.stratify:
+            name, sep, text = args.stratify.partition("=")
+            values = [float(v) for v in text.split(",")] if sep else None
+            options.update(stratify=(name.strip(), values))
     else:
         workers = args.workers or os.cpu_count() or 1
         options.update(likelihood_importance=args.likelihood_importance)
@@ -568,12 +572,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--thinning", type=int, default=1)
     s.add_argument("--resume", help="continue RMH chains from a previous output directory")
     s.add_argument("--likelihood-importance", type=float, default=1.0)
-    s.add_argument("--moves", type=int, default=5, help="smc: MH steps per particle and stage")
+    s.add_argument(
+        "--moves",
+        type=int,
+        default=5,
+        help="smc: MH sweeps per particle and stage (a sweep: one step per controlled draw)",
+    )
     s.add_argument(
         "--ess-fraction",
         type=float,
         default=0.5,
         help="smc: each stage's temperature keeps this share of the particles' ESS",
+    )
+    s.add_argument(
+        "--stratify",
+        metavar="NAME[=V1,V2,...]",
+        help="smc: one run per value of this discrete latent (by default every value its prior allows), "
+        "weighted by evidence; -n particles per value",
     )
     s.add_argument(
         "--workers", type=int, default=None, help="simulator processes (ic: traces in flight, default 16)"

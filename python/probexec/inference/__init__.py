@@ -17,7 +17,7 @@ from probexec.inference.pool import ModelPool, PoolExhaustedError, remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.inference.result import Posterior
 from probexec.inference.rmh import rmh
-from probexec.inference.smc import smc
+from probexec.inference.smc import smc, stratified_smc
 
 ENGINES = ("is", "rmh", "smc")
 
@@ -30,6 +30,10 @@ def run_engine(
     if engine == "rmh":
         return rmh(target, num_traces, observe, **options)
     if engine == "smc":
+        stratum = options.pop("stratify", None)
+        if stratum:
+            name, values = stratum if isinstance(stratum, tuple) else (stratum, None)
+            return stratified_smc(target, num_traces, observe, name, values=values, **options)
         return smc(target, num_traces, observe, **options)
     raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
 
@@ -45,4 +49,5 @@ __all__ = [
     "run_engine",
     "sample_prior",
     "smc",
+    "stratified_smc",
 ]

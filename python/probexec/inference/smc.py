@@ -11,10 +11,12 @@ The sampler (adaptive tempering, e.g. Jasra et al. 2011, "Inference for Lévy-dr
 volatility models via adaptive sequential Monte Carlo"): particles start from the prior. At
 inverse temperature beta each carries the weight L^(beta' - beta) to the next beta', chosen so
 that the weights' ESS is `ess_fraction` of the particles; they are then resampled (systematic)
-and each makes `moves` MH steps targeting prior x L^beta'. At beta = 1 the weighted particles are
+and each makes `moves` sweeps of single-site MH steps targeting prior x L^beta' (a sweep has as
+many steps as the trace has controlled draws, so a 17-state HMM is moved as much as a GUM). At beta = 1 the weighted particles are
 the posterior sample. The product of the mean incremental weights estimates the evidence p(y).
 
-Each MH step is one simulator run, so a run costs about particles x stages x moves traces.
+Each MH step is one simulator run, so a run costs about particles x stages x moves x draws
+simulator runs.
 """
 
 from __future__ import annotations
@@ -87,8 +89,8 @@ def smc(
     progress: bool | None = None,
 ) -> Posterior:
     """`num_particles` weighted traces from the posterior, by tempering the likelihood from 0 to 1
-    (see the module's text). `moves` MH steps per particle and stage; a stage's temperature is
-    chosen so that the weights keep `ess_fraction` of the particles.
+    (see the module's text). `moves` sweeps of MH steps per particle and stage; a stage's
+    temperature is chosen so that the weights keep `ess_fraction` of the particles.
 
     The random walk's scale (`step_scale` times a site's prior stddev) adapts between stages: it
     halves while fewer than 15 % of the moves are accepted and doubles (up to `step_scale`) while
@@ -167,8 +169,9 @@ def smc(
             before = dict(counts)
 
             def move(chain: _Chain, state: _State, b: float = beta) -> _State:
-                for _ in range(moves):
-                    state = chain.step(state, b)
+                for _ in range(moves):  # sweeps: as many single-site steps as the trace has sites
+                    for _ in range(max(1, len(state.values))):
+                        state = chain.step(state, b)
                 return _slim(state)
 
             particles = each(move)
@@ -212,3 +215,114 @@ def _slim(state: _State) -> _State:
     particles with a 0.6 MB calorimeter image each would fill the memory."""
     state.trace = without_big_observations(state.trace)
     return state
+
+
+def stratum_values(target: Model | ModelPool, name: str) -> list[float]:
+    """Every value a discrete latent can take, from its prior in one prior trace: a Categorical's
+    classes, a Bernoulli's 0 and 1, a Binomial's 0..n. Other types need their values given."""
+    from probexec.inference.prior import sample_prior
+
+    batch = sample_prior(target, 1, seed=0, progress=False)
+    ids = np.array(batch.addresses.ids_named(name, SAMPLE), dtype=np.uint64)
+    rows = np.nonzero(np.isin(batch.address_id, ids))[0]
+    if len(rows) == 0:
+        raise ValueError(
+            f"no sample named {name!r} in a prior trace of {target.name!r} "
+            f"(samples: {', '.join(batch.addresses.names(kind=SAMPLE))})"
+        )
+    r = int(rows[0])
+    dist_type = int(batch.dist_type[r])
+    params = batch.params[batch.param_offsets[r] : batch.param_offsets[r + 1]]
+    if dist_type == 3:  # Categorical: its probabilities
+        return [float(k) for k in range(len(params))]
+    if dist_type == 5:  # Bernoulli
+        return [0.0, 1.0]
+    if dist_type == 10:  # Binomial (n, p)
+        return [float(k) for k in range(int(params[0]) + 1)]
+    raise ValueError(
+        f"{name!r} is not a Categorical, Bernoulli or Binomial draw (wire type {dist_type}): "
+        "give the values to stratify over"
+    )
+
+
+def stratified_smc(
+    target: Model | ModelPool,
+    num_particles: int,
+    observe: Mapping[str, Any],
+    stratum: str,
+    *,
+    values: Sequence[float] | None = None,
+    latents: Sequence[str] | None = None,
+    seed: int | None = None,
+    **options: Any,
+) -> Posterior:
+    """SMC once for each value of the discrete latent `stratum`, combined by their evidence.
+
+    Why: a discrete choice that shapes the rest of the trace (the tau's decay channel) traps
+    particles as it traps MCMC chains: once a population has settled in one channel, moving a
+    particle to another re-draws the whole decay from the prior, which is never accepted. Two
+    runs with different seeds then put 0.9 on different channels. Fixing the value (it is
+    observed, so its prior probability joins the likelihood) leaves each run one channel to
+    explore, and its evidence estimate is p(y, stratum = v). Each value's particles carry the
+    weight p(y, v) / p(y) shared by their own normalised weights.
+
+    `num_particles` per value. A value no trace can have (a joint density of zero) gets
+    probability 0. `stats["strata"]` has each value's log-evidence, probability, ESS and stages."""
+    vals = list(values) if values is not None else stratum_values(target, stratum)
+    if not vals:
+        raise ValueError(f"no values to stratify {stratum!r} over")
+    if stratum in observe:
+        raise ValueError(f"{stratum!r} is observed; it cannot also be stratified over")
+    t0 = time.perf_counter()
+    seeds = np.random.SeedSequence(seed).generate_state(len(vals), dtype=np.uint64)
+    parts: list[tuple[float, Posterior]] = []
+    strata: dict[str, dict[str, Any]] = {}
+    runs = 0
+    for v, s in zip(vals, seeds, strict=True):
+        key = f"{v:g}"
+        try:
+            post = smc(
+                target, num_particles, {**observe, stratum: [v]}, latents=latents, seed=int(s) >> 1, **options
+            )
+        except ProbexecError as e:
+            if "finite joint density" not in str(e):
+                raise
+            strata[key] = {"log_evidence": -math.inf, "probability": 0.0, "error": str(e)}
+            continue
+        parts.append((v, post))
+        runs += post.stats["simulator_runs"]
+        strata[key] = {
+            "log_evidence": post.stats["log_evidence"],
+            "ess": post.ess,
+            "stages": post.stats["stages"],
+            "unique_particles": post.stats["unique_particles"],
+            "acceptance_rate": post.stats["acceptance_rate"],
+        }
+    if not parts:
+        raise ProbexecError(f"SMC on {target.name!r}: no value of {stratum!r} has a trace of finite density")
+    log_z = np.array([p.stats["log_evidence"] for _, p in parts])
+    total = float(np.max(log_z) + np.log(np.sum(np.exp(log_z - np.max(log_z)))))
+    log_w = []
+    for (v, post), lz in zip(parts, log_z, strict=True):
+        lw = post.log_weights
+        lw_norm = lw - (np.max(lw) + np.log(np.sum(np.exp(lw - np.max(lw)))))
+        log_w.append(lw_norm + (lz - total))
+        strata[f"{v:g}"]["probability"] = float(np.exp(lz - total))
+    batch = TraceBatch.concat([p.traces for _, p in parts])
+    names = list(latents) if latents is not None else [stratum, *parts[0][1].latents]
+    return Posterior(
+        engine="smc",
+        traces=batch,
+        log_weights=np.concatenate(log_w),
+        latents=list(dict.fromkeys(names)),
+        seconds=time.perf_counter() - t0,
+        dropped=sum(p.dropped for _, p in parts),
+        stats={
+            "log_evidence": total,
+            "stratum": stratum,
+            "strata": strata,
+            "simulator_runs": runs,
+            "moves": parts[0][1].stats["moves"],
+            "ess_fraction": parts[0][1].stats["ess_fraction"],
+        },
+    )
