@@ -115,3 +115,13 @@ def test_stratum_values_come_from_the_prior():
             stratum_values(pool, "nope")
         with pytest.raises(ValueError, match="'obs' is observed"):
             stratified_smc(pool, 10, OBS, "obs", values=[1.0])
+
+
+def test_a_stratum_value_no_trace_can_have_gets_probability_zero():
+    """r = -1 has prior probability 0 under the Poisson: its run finds no trace to start from."""
+    with remote_pool("branching", workers=2) as pool:
+        post = stratified_smc(pool, 20, {"obs": [6.0]}, "r", values=[-1, 5], seed=7, progress=False)
+    strata = post.stats["strata"]
+    assert strata["-1"]["probability"] == 0.0 and "finite joint density" in strata["-1"]["error"]
+    assert strata["5"]["probability"] == pytest.approx(1.0)
+    assert post.num_traces == 20

@@ -6,6 +6,7 @@ with probexec.RemoteModel("gum") as model:
 """
 
 from probexec.errors import (
+    NoFiniteTraceError,
     ObservationError,
     ProbexecError,
     ProtocolError,
@@ -25,6 +26,7 @@ __all__ = [
     "SIMULATORS",
     "AddressTable",
     "Model",
+    "NoFiniteTraceError",
     "ObservationError",
     "ProbexecError",
     "ProtocolError",

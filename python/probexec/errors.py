@@ -30,3 +30,8 @@ class SimulatorTimeoutError(ProbexecError):
 
 class ObservationError(ProbexecError, ValueError):
     """An observation the user gave cannot apply: unknown name, wrong shape, NaN."""
+
+
+class NoFiniteTraceError(ProbexecError):
+    """No prior trace has a finite joint density with these observations: an MCMC chain or SMC
+    particle has nowhere to start (for example a stratum value the model can never take)."""

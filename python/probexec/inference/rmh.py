@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from probexec.distributions import from_wire
-from probexec.errors import ProbexecError, SimulatorError
+from probexec.errors import NoFiniteTraceError, ProbexecError, SimulatorError
 from probexec.handlers import Condition, Draw, Handler, PriorProposal
 from probexec.inference.pool import ModelPool
 from probexec.inference.result import Posterior, without_big_observations
@@ -144,7 +144,7 @@ class _Chain:
             if np.isfinite(state.log_joint):
                 return state
             values = None
-        raise ProbexecError(
+        raise NoFiniteTraceError(
             f"RMH on {self.model.name!r}: no trace with a finite joint density in 1000 prior draws"
         )
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from probexec.errors import ProbexecError
+from probexec.errors import NoFiniteTraceError, ProbexecError
 from probexec.inference.pool import ModelPool
 from probexec.inference.result import Posterior, without_big_observations
 from probexec.inference.rmh import _Chain, _State
@@ -284,9 +284,7 @@ def stratified_smc(
             post = smc(
                 target, num_particles, {**observe, stratum: [v]}, latents=latents, seed=int(s) >> 1, **options
             )
-        except ProbexecError as e:
-            if "finite joint density" not in str(e):
-                raise
+        except NoFiniteTraceError as e:
             strata[key] = {"log_evidence": -math.inf, "probability": 0.0, "error": str(e)}
             continue
         parts.append((v, post))
