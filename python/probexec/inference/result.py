@@ -22,6 +22,14 @@ def without_big_observations(batch: TraceBatch) -> TraceBatch:
     )
 
 
+def kish_ess(log_w: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)² / sum w² of finite log-weights; 0 for none."""
+    if len(log_w) == 0:
+        return 0.0
+    w = np.exp(log_w - np.max(log_w))
+    return float(w.sum() ** 2 / np.sum(w**2))
+
+
 @dataclass
 class Posterior:
     """Traces with log-weights (importance sampling) or equal weights (MCMC samples)."""
@@ -50,11 +58,7 @@ class Posterior:
         per_latent = [e for e in self.stats.get("ess_per_latent", {}).values() if np.isfinite(e)]
         if per_latent:
             return float(min(per_latent))
-        lw = self.log_weights[np.isfinite(self.log_weights)]
-        if len(lw) == 0:
-            return 0.0
-        w = np.exp(lw - lw.max())
-        return float(w.sum() ** 2 / np.sum(w**2))
+        return kish_ess(self.log_weights[np.isfinite(self.log_weights)])
 
     def summary(self) -> dict[str, Any]:
         """The CLI's JSON: engine, num_traces, ess, seconds, latents {name: {mean, std}}, and more."""

@@ -12,8 +12,8 @@ volatility models via adaptive sequential Monte Carlo"): particles start from th
 inverse temperature beta each carries the weight L^(beta' - beta) to the next beta', chosen so
 that the weights' ESS is `ess_fraction` of the particles; they are then resampled (systematic)
 and each makes `moves` sweeps of single-site MH steps targeting prior x L^beta' (a sweep has as
-many steps as the trace has controlled draws, so a 17-state HMM is moved as much as a GUM). At beta = 1 the weighted particles are
-the posterior sample. The product of the mean incremental weights estimates the evidence p(y).
+many steps as the trace has controlled draws, so a 17-state HMM is moved as much as a GUM). At
+beta = 1 the weighted particles are the posterior sample. The product of the mean incremental weights estimates the evidence p(y).
 
 Each MH step is one simulator run, so a run costs about particles x stages x moves x draws
 simulator runs.
@@ -29,22 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from probexec.empirical import _log_sum_exp
 from probexec.errors import NoFiniteTraceError, ProbexecError
 from probexec.inference.pool import ModelPool
-from probexec.inference.result import Posterior, without_big_observations
+from probexec.inference.result import Posterior, kish_ess, without_big_observations
 from probexec.inference.rmh import _Chain, _State
 from probexec.model import Model
 from probexec.trace import SAMPLE, TraceBatch
-
-
-def _log_mean_exp(x: np.ndarray) -> float:
-    m = float(np.max(x))
-    return m + math.log(float(np.mean(np.exp(x - m))))
-
-
-def _ess_of(log_w: np.ndarray) -> float:
-    w = np.exp(log_w - np.max(log_w))
-    return float(w.sum() ** 2 / (w * w).sum())
 
 
 def next_beta(log_lik: np.ndarray, beta: float, ess_fraction: float) -> float:
@@ -52,12 +43,12 @@ def next_beta(log_lik: np.ndarray, beta: float, ess_fraction: float) -> float:
     least `ess_fraction` of the (equally weighted) particles; bisection, as that ESS falls as
     beta' grows."""
     target = ess_fraction * len(log_lik)
-    if _ess_of((1.0 - beta) * log_lik) >= target:
+    if kish_ess((1.0 - beta) * log_lik) >= target:
         return 1.0
     lo, hi = 0.0, 1.0 - beta
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if _ess_of(mid * log_lik) >= target:
+        if kish_ess(mid * log_lik) >= target:
             lo = mid
         else:
             hi = mid
@@ -113,12 +104,11 @@ def smc(
         unit="run",
         disable=not (progress if progress is not None else num_particles * moves >= 2000),
     )
-    stage_seeds = iter(root.spawn(max_stages + 1))
     counts = {"accepted": 0, "proposed": 0, "failed": 0}
 
     def each(run: Any) -> list[Any]:
         """`run(chain, index, state)` for every particle, on the pool's simulators."""
-        seeds = next(stage_seeds).generate_state(num_particles, dtype=np.uint64)
+        seeds = root.spawn(1)[0].generate_state(num_particles, dtype=np.uint64)  # one stream a stage
 
         def job(model: Model, i: int, state: _State | None) -> Any:
             chain = _Chain(model, observe, np.random.default_rng(int(seeds[i])), scale)
@@ -153,12 +143,12 @@ def smc(
             if len(betas) > max_stages:
                 raise ProbexecError(
                     f"SMC on {target.name!r}: beta reached only {beta:.3g} after {max_stages} stages; "
-                    "use more particles or a larger ess_fraction"
+                    "use a smaller ess_fraction (bigger steps) or a larger max_stages"
                 )
             log_lik = np.array([p.log_lik for p in particles])
             new = next_beta(log_lik, beta, ess_fraction)
             inc = (new - beta) * log_lik
-            log_z += _log_mean_exp(inc)
+            log_z += _log_sum_exp(inc) - math.log(num_particles)  # log of the mean weight
             beta = new
             betas.append(beta)
             log_w = inc
@@ -299,12 +289,10 @@ def stratified_smc(
     if not parts:
         raise ProbexecError(f"SMC on {target.name!r}: no value of {stratum!r} has a trace of finite density")
     log_z = np.array([p.stats["log_evidence"] for _, p in parts])
-    total = float(np.max(log_z) + np.log(np.sum(np.exp(log_z - np.max(log_z)))))
+    total = _log_sum_exp(log_z)
     log_w = []
     for (v, post), lz in zip(parts, log_z, strict=True):
-        lw = post.log_weights
-        lw_norm = lw - (np.max(lw) + np.log(np.sum(np.exp(lw - np.max(lw)))))
-        log_w.append(lw_norm + (lz - total))
+        log_w.append(post.log_weights - _log_sum_exp(post.log_weights) + (lz - total))
         strata[f"{v:g}"]["probability"] = float(np.exp(lz - total))
     batch = TraceBatch.concat([p.traces for _, p in parts])
     names = list(latents) if latents is not None else [stratum, *parts[0][1].latents]
