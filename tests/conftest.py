@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,3 +47,29 @@ def assert_moments(x: np.ndarray, mean: float, std: float, what: str) -> None:
     m4 = float(np.mean((x - x.mean()) ** 4))
     se_var = math.sqrt(max(m4 - std**4, 1e-12) / n)
     assert_close(float(x.var()), std**2, se_var, f"{what} variance")
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after the command name: state, parent pid, ...; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def child_processes(parents: set[int]) -> set[int]:
+    """Live processes whose parent is one of `parents` (zombies left out)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            fields = _stat_fields(d.name)
+            if fields is not None and fields[0] not in ("Z", "X") and int(fields[1]) in parents:
+                out.add(int(d.name))
+    return out

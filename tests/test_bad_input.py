@@ -24,6 +24,7 @@ from probexec.protocol.generated import (
 )
 
 import probexec
+from conftest import process_alive
 from probexec import _core
 from probexec.handlers import Draw, Handler
 from probexec.inference.prior import sample_prior
@@ -303,15 +304,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's reaper may be slow, or absent in a container)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize("when", ["between-traces", "mid-trace"])
 def test_simulator_exits_when_its_engine_is_killed(when):
     with subprocess.Popen(
@@ -323,16 +315,16 @@ def test_simulator_exits_when_its_engine_is_killed(when):
 
 def _watch_orphan(engine: subprocess.Popen, sim_pid: int, log_path: Path, when: str) -> None:
     try:
-        assert _running(sim_pid)
+        assert process_alive(sim_pid)
         engine.stdin.write("go\n")
         engine.stdin.flush()
         assert engine.wait(timeout=30) == -signal.SIGKILL
         # The server waits up to 600 s inside a trace and for ever between traces; its stdin
         # ending must stop it within its one-second slices.
         deadline = time.monotonic() + 10
-        while _running(sim_pid) and time.monotonic() < deadline:
+        while process_alive(sim_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(sim_pid), f"simulator {sim_pid} outlived its engine ({when})"
+        assert not process_alive(sim_pid), f"simulator {sim_pid} outlived its engine ({when})"
         log = log_path.read_text()
         expected = "stdin closed mid-trace" if when == "mid-trace" else "stdin closed: the engine"
         assert expected in log, log

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_close
+from conftest import assert_close, child_processes, process_alive
 from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
 from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.data.sparse import SparseRows
@@ -593,20 +593,6 @@ ic_posterior_processes(sys.argv[1], "gum", 10_000_000, obs, processes=2, in_flig
 """
 
 
-def _children(pids: set[int]) -> set[int]:
-    """Live processes whose parent is one of `pids` (zombies left out)."""
-    out = set()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if fields[0] not in ("Z", "X") and int(fields[1]) in pids:
-                out.add(int(d.name))
-    return out
-
-
 def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
     """An engine running IC in driver processes is killed (OOM killer, a job's time limit): its
     drivers and their simulators end within seconds, instead of running their traces for no one
@@ -625,8 +611,8 @@ def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
         deadline = time.monotonic() + 120
         while len(sims) < 4 and time.monotonic() < deadline and engine.poll() is None:
             time.sleep(0.2)
-            drivers = _children({engine.pid}) - {engine.pid}
-            sims = _children(drivers)
+            drivers = child_processes({engine.pid}) - {engine.pid}
+            sims = child_processes(drivers)
         assert len(sims) >= 4, f"the drivers {drivers} did not start their 2 simulators each: {sims}"
         time.sleep(1.0)  # let the drivers run traces
         engine.kill()
@@ -635,19 +621,12 @@ def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
         left = drivers | sims
         while left and time.monotonic() < deadline:
             time.sleep(0.2)
-            left = {p for p in left if _alive(p)}
+            left = {p for p in left if process_alive(p)}
         assert not left, f"processes {sorted(left)} outlived their engine"
     finally:
         for p in drivers | sims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_data, tmp_path):
