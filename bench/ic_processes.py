@@ -1,7 +1,7 @@
 """IC throughput of a trained network over driver processes x traces in flight per process.
 
     python bench/ic_processes.py --network tau.pt --simulator tau_decay_coarse \\
-        --processes 1 4 8 --per-process 32 64 --traces 3000 [--device cpu]
+        --processes 1 4 8 --per-process 32 64 --traces 3000 [--quorum 1 0.75] [--device cpu]
 
 One driver process answers its simulators' messages and runs the network for all its traces in
 flight; its Python, not the simulators, limits a tau decay to about a hundred traces a second.
@@ -31,6 +31,13 @@ def main() -> None:
     ap.add_argument("--traces", type=int, default=1000)
     ap.add_argument("--device", default="cpu", help="where each driver runs the network")
     ap.add_argument("--seed", type=int, default=99, help="seed of the event conditioned on")
+    ap.add_argument(
+        "--quorum",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="share of a driver's traces each round waits for (each value given, side by side)",
+    )
     args = ap.parse_args()
     info = get_simulator(args.simulator)
     with remote_pool(args.simulator, workers=1) as pool:
@@ -39,36 +46,40 @@ def main() -> None:
     rows = []
     print(f"{args.simulator}, {os.cpu_count()} cores, network on {args.device}, {args.traces} traces each")
     print(
-        f"{'processes':>9} {'in flight':>9} {'traces/s':>9} {'driver traces/s':>15} {'mean batch':>10} {'ESS/N':>7}"
+        f"{'processes':>9} {'in flight':>9} {'quorum':>6} {'traces/s':>9} {'driver traces/s':>15} "
+        f"{'mean batch':>10} {'ESS/N':>7}"
     )
     for p in args.processes:
         for k in args.per_process:
-            post = ic_posterior_processes(
-                args.network,
-                args.simulator,
-                args.traces,
-                observe,
-                processes=p,
-                in_flight=k,
-                seed=1,
-                device=args.device,
-            )
-            done = post.num_traces + post.dropped
-            row = {
-                "processes": p,
-                "in_flight_per_process": k,
-                "traces": done,
-                "traces_per_s": done / post.seconds,
-                "traces_per_driver_s": done / post.stats["driver_seconds"],
-                "mean_batch": post.stats["mean_batch"],
-                "ess_over_n": post.ess / max(post.num_traces, 1),
-            }
-            rows.append(row)
-            print(
-                f"{p:9d} {k:9d} {row['traces_per_s']:9.0f} {row['traces_per_driver_s']:15.0f} "
-                f"{row['mean_batch']:10.1f} {row['ess_over_n']:7.3f}",
-                flush=True,
-            )
+            for q in args.quorum:
+                post = ic_posterior_processes(
+                    args.network,
+                    args.simulator,
+                    args.traces,
+                    observe,
+                    processes=p,
+                    in_flight=k,
+                    seed=1,
+                    device=args.device,
+                    quorum=q,
+                )
+                done = post.num_traces + post.dropped
+                row = {
+                    "processes": p,
+                    "in_flight_per_process": k,
+                    "quorum": q,
+                    "traces": done,
+                    "traces_per_s": done / post.seconds,
+                    "traces_per_driver_s": done / post.stats["driver_seconds"],
+                    "mean_batch": post.stats["mean_batch"],
+                    "ess_over_n": post.ess / max(post.num_traces, 1),
+                }
+                rows.append(row)
+                print(
+                    f"{p:9d} {k:9d} {q:6.2f} {row['traces_per_s']:9.0f} {row['traces_per_driver_s']:15.0f} "
+                    f"{row['mean_batch']:10.1f} {row['ess_over_n']:7.3f}",
+                    flush=True,
+                )
     print(json.dumps({"simulator": args.simulator, "device": args.device, "runs": rows}, indent=2))
 
 

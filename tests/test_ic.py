@@ -281,9 +281,11 @@ def test_gum_cli_train_then_ic_matches_exact_posterior(gum_data, tmp_path):
     assert_close(mu["mean"], GUM_MEAN, GUM_STD / math.sqrt(ess), "IC mu mean")
     assert_close(mu["std"], GUM_STD, GUM_STD / math.sqrt(2 * ess), "IC mu std")
     # Two driver processes, each with its own simulators and network copy: one weighted sample.
+    # Their rounds wait for half of their traces (--quorum): the weights stay exact.
     r = cli(
         "posterior", "gum", "--engine", "ic", "--network", str(net), "-n", "1001", "--seed", "4",
-        "--processes", "2", "--workers", "8", "-o", str(tmp_path / "post2"), "--json", "--quiet",
+        "--processes", "2", "--workers", "8", "--quorum", "0.5", "-o", str(tmp_path / "post2"),
+        "--json", "--quiet",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
@@ -629,15 +631,22 @@ def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
                 os.kill(p, signal.SIGKILL)
 
 
-def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_data, tmp_path):
+@pytest.fixture(scope="module")
+def gum_quick_network(gum_data):
+    opts = TrainOptions(traces=6000, batch_size=100, lr=3e-3, progress=False)
+    return train("gum", dataset=gum_data, options=opts).network
+
+
+@pytest.mark.parametrize("quorum", [1.0, 0.5])
+def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_quick_network, quorum):
     """One of several simulators in flight stops answering (SIGSTOP) or dies: IC stops with an
-    error naming it, soon after its timeout (hang) or at once (death), instead of waiting forever."""
+    error naming it, soon after its timeout (hang) or at once (death), instead of waiting forever.
+    With a quorum below 1 the others go on without it, and it is still caught."""
     import signal
     import time
 
     import probexec
 
-    res = train("gum", dataset=gum_data, options=TrainOptions(traces=500, batch_size=100, progress=False))
     obs = get_simulator("gum").default_observations
     for sig, error, limit in (
         (signal.SIGSTOP, probexec.SimulatorTimeoutError, 6.0),
@@ -645,11 +654,11 @@ def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_data, tmp_path):
     ):
         models = [RemoteModel("gum", timeout=1.0) for _ in range(4)]
         try:
-            assert ic_posterior(res.network, models, 20, obs, seed=0).num_traces == 20
+            assert ic_posterior(gum_quick_network, models, 20, obs, seed=0).num_traces == 20
             os.kill(models[2].pid, sig)
             t0 = time.monotonic()
             with pytest.raises(error, match=r"within 1 s|killed by SIGKILL") as e:
-                ic_posterior(res.network, models, 200, obs, seed=1)
+                ic_posterior(gum_quick_network, models, 100_000, obs, seed=1, quorum=quorum)
             assert time.monotonic() - t0 < limit, f"{sig!r}: noticed after {time.monotonic() - t0:.1f} s"
             named = models[2].address if sig == signal.SIGSTOP else f"pid {models[2].pid}"
             assert named in str(e.value)
@@ -658,3 +667,58 @@ def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_data, tmp_path):
         finally:
             for m in models:
                 m.close()
+
+
+def test_quorum_lets_the_other_traces_go_on_past_a_stalled_simulator(gum_quick_network):
+    """A round with a quorum below 1 does not wait for every simulator: while one is stopped
+    (SIGSTOP, then SIGCONT after 2 s, within its timeout) the others keep finishing traces, where
+    a full round (quorum 1) waits for it. Both give the same posterior: the weights are exact
+    whichever round a draw was proposed in."""
+    import signal
+    import threading
+    import time
+
+    from probexec.inference.ic import ICDriver
+
+    obs = get_simulator("gum").default_observations
+    n, paused = 600, 2.0
+    models = [RemoteModel("gum", timeout=30.0) for _ in range(6)]
+    try:
+        with pytest.raises(ValueError, match="quorum"):
+            ICDriver(gum_quick_network, models, obs, quorum=0.0)
+        for quorum in (1.0, 0.5):
+            driver = ICDriver(gum_quick_network, models, obs, seed=5, quorum=quorum)
+            done_at: list[float] = []
+            os.kill(models[0].pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            resume = threading.Timer(paused, os.kill, (models[0].pid, signal.SIGCONT))
+            resume.start()
+            try:
+                batch, q_minus_p = driver.run(
+                    n, on_trace=lambda d=done_at, t=t0: d.append(time.monotonic() - t)
+                )
+            finally:
+                resume.join()
+            while_stopped = sum(t < paused for t in done_at)
+            if quorum == 1.0:
+                assert while_stopped == 0, (
+                    f"a full round finished {while_stopped} traces past a stopped simulator"
+                )
+            else:
+                assert while_stopped >= 100, (
+                    f"only {while_stopped} traces finished while one simulator was stopped"
+                )
+            assert batch.num_traces == n
+            log_w = batch.log_likelihood() - q_minus_p
+            mu = batch.values_of("mu")
+            w = np.exp(log_w - log_w.max())
+            ess = w.sum() ** 2 / (w**2).sum()
+            assert ess > 50, (quorum, ess)
+            assert_close(
+                float(np.sum(w * mu) / w.sum()), GUM_MEAN, GUM_STD / math.sqrt(ess), f"mu, quorum {quorum}"
+            )
+    finally:
+        for m in models:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(m.pid, signal.SIGCONT)
+            m.close()

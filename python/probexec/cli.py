@@ -316,6 +316,7 @@ def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.nda
             seed=args.seed,
             device=device,
             progress=not args.quiet,
+            quorum=args.quorum,
         )
     else:
         with remote_pool(info.name, workers=in_flight) as pool:
@@ -328,6 +329,7 @@ def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.nda
                 seed=args.seed,
                 device=device,
                 progress=not args.quiet,
+                quorum=args.quorum,
             )
     out = posterior.save(args.output)
     if posterior.stats["prior_fallbacks"] and not args.quiet:
@@ -555,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="ic: driver processes, each with its share of --workers simulators (one driver's Python "
         "runs on one core)",
+    )
+    s.add_argument(
+        "--quorum",
+        type=float,
+        default=1.0,
+        help="ic: the share of a driver's traces in flight each network round waits for (default 1: "
+        "all, so a seed fixes the result); below 1, simulators still computing join the next round",
     )
     s.add_argument(
         "-n",

@@ -91,6 +91,7 @@ class TraceStepper:
         self._draw.can_draw_locally = "draw_locally" in model.capabilities
         self.score_wide = score_wide
         self._t0 = 0.0
+        self.sent_at = 0.0  # when the request now awaiting an answer went out
 
     @property
     def socket(self) -> Any:
@@ -158,6 +159,7 @@ class TraceStepper:
     def _send(self, data: bytes) -> None:
         self.socket.send(data)
         self.awaiting = True
+        self.sent_at = time.perf_counter()
 
     def _request(self, data: bytes) -> bool:
         self._send(data)

@@ -27,7 +27,7 @@ cat "$WORK"/prior-*.json >"$OUT/prior.jsonl" 2>/dev/null
 tail -30 "$OUT/tau.log" | tr '\r' '\n' | tail -30
 if [ -f "$WORK/tau.pt" ]; then
   timeout "${SWEEP_LIMIT:-110}" python3 bench/ic_processes.py --network "$WORK/tau.pt" --simulator "$SIM" \
-    --processes ${SWEEP_PROCS:-4 8} --per-process ${SWEEP_K:-32 64} --traces "${SWEEP_N:-3000}" >"$OUT/ic_processes.log" 2>&1
+    --processes ${SWEEP_PROCS:-4 8} --per-process ${SWEEP_K:-32} --quorum ${SWEEP_QUORUM:-1 0.75} --traces "${SWEEP_N:-3000}" >"$OUT/ic_processes.log" 2>&1
   head -8 "$OUT/ic_processes.log"
 fi
 kill $smi

@@ -14,6 +14,7 @@ counted and reported.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -82,10 +83,23 @@ class ICDriver:
         seed: int | None = None,
         device: str | torch.device = "cpu",
         keep_observations: bool = False,
+        quorum: float = 1.0,
     ) -> None:
         """`keep_observations`: keep every trace's wide observations (a calorimeter image and its
         per-voxel mean and stddev, 0.6 MB a trace) in the result; by default they are scored on
-        arrival and kept as their log-likelihood alone (`Posterior.save` drops them anyway)."""
+        arrival and kept as their log-likelihood alone (`Posterior.save` drops them anyway).
+
+        `quorum`: the share of the traces in flight a round waits for. At 1 every round waits
+        until each simulator has asked for its next draw or ended, so the rounds, and the whole
+        run for a seed, do not depend on timing. Below 1 a round starts once that share has
+        arrived and no other reply is waiting: a simulator still computing (a trace's last
+        step builds the calorimeter image) joins the next round instead of holding this one up.
+        The traces are as exact either way; only which random numbers each draw gets depends
+        on timing."""
+        if not 0.0 < quorum <= 1.0:
+            raise ValueError(f"quorum is a share of the traces in flight, in (0, 1]; got {quorum}")
+        self.quorum = quorum
+        self._checked = 0.0  # when the simulators in flight were last checked for life
         self.net = network.to(device).eval()
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
@@ -198,7 +212,8 @@ class ICDriver:
         self.stats.network_draws += len(rows)
 
     def _gather(self, slots: list[int]) -> None:
-        """Waits until each of `slots` has a pending draw or has ended its trace, answering their
+        """Waits until each of `slots` has a pending draw or has ended its trace (or, with a
+        quorum below 1, until that share has and no other reply is ready), answering their
         observations and tags as they arrive, in whatever order the simulators speak."""
         waiting = {id(self.slots[i].stepper.socket): i for i in slots}
         if not waiting:
@@ -206,15 +221,17 @@ class ICDriver:
         poller = zmq.Poller()
         for i in waiting.values():
             poller.register(self.slots[i].stepper.socket, zmq.POLLIN)
-        idle = 0.0
-        while waiting:
+        # With a quorum below 1, this many may go on computing into the next round.
+        may_wait = len(waiting) - math.ceil(self.quorum * len(waiting))
+        while len(waiting) > may_wait or (waiting and may_wait and poller.poll(0)):
             ready = poller.poll(_POLL_MS)
-            if not ready:
-                idle += _POLL_MS / 1000
+            now = time.perf_counter()
+            if not ready or now - self._checked > _POLL_MS / 1000:
+                # A dead or silent simulator raises, also one left computing by earlier rounds.
                 for i in waiting.values():
-                    self.slots[i].stepper.check(idle)  # raises for a dead or silent simulator
-                continue
-            idle = 0.0
+                    st = self.slots[i].stepper
+                    st.check(now - st.sent_at)
+                self._checked = now
             for sock, _ in ready:
                 st = self.slots[waiting[id(sock)]].stepper
                 if st.feed(sock.recv()):
@@ -296,11 +313,21 @@ def ic_posterior(
     device: str = "cpu",
     progress: bool = False,
     keep_observations: bool = False,
+    quorum: float = 1.0,
 ) -> Posterior:
-    """IC over `models` (one trace in flight per model). `keep_observations`: see `ICDriver`."""
+    """IC over `models` (one trace in flight per model). `keep_observations`, `quorum`: see
+    `ICDriver`."""
     t0 = time.perf_counter()
     batch, q_minus_p, stats = _run_driver(
-        network, models, num_traces, observe, seed, device, progress, keep_observations=keep_observations
+        network,
+        models,
+        num_traces,
+        observe,
+        seed,
+        device,
+        progress,
+        keep_observations=keep_observations,
+        quorum=quorum,
     )
     return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
 
@@ -315,8 +342,11 @@ def _run_driver(
     progress: bool,
     on_trace: Callable[[], None] | None = None,
     keep_observations: bool = False,
+    quorum: float = 1.0,
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
-    driver = ICDriver(network, models, observe, seed=seed, device=device, keep_observations=keep_observations)
+    driver = ICDriver(
+        network, models, observe, seed=seed, device=device, keep_observations=keep_observations, quorum=quorum
+    )
     threads = torch.get_num_threads()
     if driver.device.type == "cpu":
         # Small per-step matrices: one thread, and the other cores stay with the simulators.
@@ -426,6 +456,7 @@ def _driver_process(
     seed: int,
     device: str,
     slot: int,
+    quorum: float,
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
     global _SLOT
     from probexec.inference.pool import remote_pool
@@ -436,7 +467,9 @@ def _driver_process(
         net, _ = load_checkpoint(network, simulator=simulator, device=device)
         with remote_pool(simulator, workers=in_flight) as pool:
             _start_together()
-            return _run_driver(net, pool.models, num_traces, observe, seed, device, False, _count_trace)
+            return _run_driver(
+                net, pool.models, num_traces, observe, seed, device, False, _count_trace, quorum=quorum
+            )
     except BaseException:
         _READY[slot] = -1  # the others start without this one; the parent raises its error
         raise
@@ -454,6 +487,7 @@ def ic_posterior_processes(
     seed: int | None = None,
     device: str = "cpu",
     progress: bool = False,
+    quorum: float = 1.0,
 ) -> Posterior:
     """IC with `processes` driver processes, each with its own `in_flight` simulators and its own
     copy of the network (loaded from the checkpoint file `network`), and its share of the traces.
@@ -479,7 +513,7 @@ def ic_posterior_processes(
             jobs = [
                 pool.apply_async(
                     _driver_process,
-                    (str(network), simulator, n, dict(observe), in_flight, int(s) >> 1, device, i),
+                    (str(network), simulator, n, dict(observe), in_flight, int(s) >> 1, device, i, quorum),
                 )
                 for i, (n, s) in enumerate(zip(sizes, seeds, strict=True))
             ]
