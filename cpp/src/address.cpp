@@ -1,5 +1,7 @@
 #include "address.hpp"
 
+#include "line_resolver.hpp"
+
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <link.h>  // ElfW, ET_EXEC
@@ -56,34 +58,9 @@ std::string hex(std::uintptr_t v) {
   return buf;
 }
 
-// Runs addr2line once for a set of offsets in one module: (function, file:line) per offset.
-std::vector<std::pair<std::string, std::string>> addr2line(const std::string& module, const std::vector<std::uintptr_t>& offsets) {
-  std::vector<std::pair<std::string, std::string>> out(offsets.size());
+bool addr2line_disabled() {
   const char* off = std::getenv("PROBEXEC_NO_ADDR2LINE");
-  if ((off && *off && *off != '0') || offsets.empty()) return out;
-  std::string quoted = "'";
-  for (char c : module) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  quoted += "'";
-  std::string cmd = "addr2line -C -f -e " + quoted;
-  for (auto o : offsets) cmd += " " + hex(o);
-  cmd += " 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return out;
-  char line[4096];
-  for (std::size_t i = 0; i < offsets.size(); ++i) {
-    std::string fn, loc;
-    if (std::fgets(line, sizeof line, pipe)) fn = line;
-    if (std::fgets(line, sizeof line, pipe)) loc = line;
-    while (!fn.empty() && (fn.back() == '\n' || fn.back() == '\r')) fn.pop_back();
-    while (!loc.empty() && (loc.back() == '\n' || loc.back() == '\r')) loc.pop_back();
-    auto disc = loc.find(" (discriminator");
-    if (disc != std::string::npos) loc.erase(disc);
-    if (fn == "??") fn.clear();
-    if (loc.rfind("??", 0) == 0) loc.clear();
-    out[i] = {fn, loc};
-  }
-  pclose(pipe);
-  return out;
+  return off && *off && *off != '0';
 }
 
 }  // namespace
@@ -203,8 +180,24 @@ std::uint64_t AddressBook::capture(const void* caller_pc, DrawKind kind, std::ui
   return id;
 }
 
+std::vector<std::pair<std::string, std::string>> AddressBook::source_lines(const std::string& module,
+                                                                        const std::vector<std::uintptr_t>& offsets) {
+  if (addr2line_disabled() || offsets.empty()) return std::vector<std::pair<std::string, std::string>>(offsets.size());
+  traces_without_lookup_ = 0;
+  auto& resolver = resolvers_[module];
+  if (!resolver) resolver = std::make_unique<LineResolver>(module);
+  return resolver->resolve(offsets);
+}
+
+void AddressBook::end_trace() {
+  // New addresses come thick in a simulator's first traces and rarely after: the co-processes
+  // (about 20 MB each) are let go once a while has passed without one, and started again if one
+  // comes.
+  if (!resolvers_.empty() && ++traces_without_lookup_ >= kResolverIdleTraces) resolvers_.clear();
+}
+
 AddressInfo AddressBook::describe(std::uint64_t id, void* const* pcs, int n, DrawKind kind, std::uint8_t dist_type,
-                                  const std::string& name) const {
+                                  const std::string& name) {
   struct Frame {
     std::string module_path;
     std::uintptr_t offset = 0;
@@ -237,7 +230,7 @@ AddressInfo AddressBook::describe(std::uint64_t id, void* const* pcs, int n, Dra
     std::vector<std::uintptr_t> offs;
     // A return address points after the call; the call itself is one byte earlier.
     for (auto i : idx) offs.push_back(frames[i].lookup - 1);
-    auto resolved = addr2line(module, offs);
+    auto resolved = source_lines(module, offs);
     for (std::size_t k = 0; k < idx.size(); ++k) {
       auto& f = frames[idx[k]];
       if (f.symbol.empty() && !resolved[k].first.empty()) f.symbol = resolved[k].first + "@" + hex(f.offset);

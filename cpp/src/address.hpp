@@ -6,7 +6,8 @@
 // binary (ASLR moves modules, not offsets), and in a rebuild where the functions on the stack did
 // not change (see symbols.hpp). A frame in a module without a symbol table (fully stripped) is
 // keyed by its module offset instead. The readable form (demangled function+offset, file:line) costs milliseconds, so it is
-// made once per id, the first time the id is seen.
+// made once per id, the first time the id is seen, through one addr2line co-process per module
+// (line_resolver.hpp).
 #pragma once
 
 #include <dlfcn.h>
@@ -15,8 +16,11 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "probexec/probexec.hpp"
+#include "line_resolver.hpp"
 #include "symbols.hpp"
 
 namespace probexec::detail {
@@ -46,6 +50,9 @@ class AddressBook {
   // Called by the function that runs the model, with its own return address: frames from there to
   // the bottom of the stack are not part of any address.
   void set_model_entry(const void* entry_return_pc);
+  // Called after each trace: lets the addr2line co-processes go once no new address has come
+  // for a while.
+  void end_trace();
   void clear_model_entry() {
     entry_depth_ = 0;
     entry_pc_ = stop_pc_ = nullptr;
@@ -53,14 +60,19 @@ class AddressBook {
 
  private:
   static constexpr int kMaxFrames = 64;
+  static constexpr int kResolverIdleTraces = 64;
   std::uint64_t frame_key(void* pc);
   const FunctionTable& functions(const Dl_info& module);
   AddressInfo describe(std::uint64_t id, void* const* pcs, int n, DrawKind kind, std::uint8_t dist_type,
-                       const std::string& name) const;
+                       const std::string& name);
+  std::vector<std::pair<std::string, std::string>> source_lines(const std::string& module,
+                                                                const std::vector<std::uintptr_t>& offsets);
 
   std::unordered_map<std::uintptr_t, std::uint64_t> frame_keys_;
   std::unordered_map<const void*, std::unique_ptr<FunctionTable>> function_tables_;  // by module base
   std::unordered_map<std::uint64_t, AddressInfo> infos_;
+  std::unordered_map<std::string, std::unique_ptr<LineResolver>> resolvers_;  // by module path
+  int traces_without_lookup_ = 0;
   int entry_depth_ = 0;
   const void* entry_pc_ = nullptr;  // the model runner's return address the depth was computed for
   // Return address inside the model runner (its call of the model): once known, unwinding stops

@@ -126,6 +126,9 @@ bool stdin_ended() {
 // below the model (this loop, main, libc) and stay the same however the model is run.
 __attribute__((noinline)) Tensor run_model(const Model& model) {
   address_book().set_model_entry(__builtin_return_address(0));
+  struct TraceEnd {
+    ~TraceEnd() { address_book().end_trace(); }
+  } trace_end;
   // A plain function is called directly: one frame less to unwind on every draw than through
   // std::function's invoker.
   auto* const* fn = model.target<Tensor (*)()>();

@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <execinfo.h>
+#include <link.h>
+#include <unistd.h>
 #include <exception>
 #include <random>
 #include <set>
@@ -20,6 +23,7 @@
 
 #include "address.hpp"
 #include "context.hpp"
+#include "line_resolver.hpp"
 #include "local_rng.hpp"
 #include "probexec/probexec.hpp"
 #include "npz.hpp"
@@ -564,6 +568,43 @@ void test_address_capture() {
   }
 }
 
+// --- line resolver ---------------------------------------------------------------------------------
+
+__attribute__((noinline)) void probexec_line_probe_fn() { asm volatile(""); }
+
+void test_line_resolver() {
+  // One addr2line co-process answers many lookups; a second lookup of the same offset gives the
+  // same answer (it is not re-spawned per lookup, which cost tens of ms a new address).
+  Dl_info dl{};
+  CHECK(dladdr(reinterpret_cast<void*>(&probexec_line_probe_fn), &dl) != 0 && dl.dli_fname != nullptr);
+  if (!dl.dli_fname) return;
+  auto raw = reinterpret_cast<std::uintptr_t>(&probexec_line_probe_fn);
+  const auto* ehdr = static_cast<const ElfW(Ehdr)*>(dl.dli_fbase);
+  std::uintptr_t at = ehdr->e_type == ET_EXEC ? raw : raw - reinterpret_cast<std::uintptr_t>(dl.dli_fbase);
+  // The executable's real path: it may have been started by a relative one (and /proc/self/exe
+  // would be addr2line's own once opened there).
+  char exe[4096] = {};
+  CHECK(::readlink("/proc/self/exe", exe, sizeof exe - 1) > 0);
+  detail::LineResolver r(exe);
+  CHECK(r.ok());
+  auto first = r.resolve({at, at + 1, 0x1});
+  CHECK_EQ(first.size(), 3u);
+  CHECK(contains(first[0].first, "probexec_line_probe_fn"));
+  CHECK(contains(first[0].second, "unit_tests.cpp:"));
+  CHECK(first[2].first.empty() && first[2].second.empty());  // no function there: empty, not "??"
+  auto again = r.resolve({at});
+  CHECK(again.size() == 1 && again[0] == first[0]);
+  if (!contains(first[0].second, "unit_tests.cpp:")) {
+    std::fprintf(stderr, "  resolved: %s / %s\n", first[0].first.c_str(), first[0].second.c_str());
+  }
+  // A module addr2line cannot read: empty answers, and the process goes on.
+  detail::LineResolver missing("/nonexistent/module.so");
+  auto none = missing.resolve({at});
+  CHECK(none.size() == 1 && none[0].first.empty() && none[0].second.empty());
+  CHECK(!missing.ok());  // it exited; the lookup noticed
+  CHECK(missing.resolve({at})[0].second.empty());  // and later ones return at once
+}
+
 // --- wire ------------------------------------------------------------------------------------------
 
 // Encodes `d` in a Sample message and decodes it again.
@@ -983,6 +1024,7 @@ int main() {
   run("distribution_construction", test_distribution_construction);
   run("local_sampling", test_local_sampling);
   run("address_capture", test_address_capture);
+  run("line_resolver", test_line_resolver);
   run("wire_distributions", test_wire_distributions);
   run("wire_tensors", test_wire_tensors);
   run("parse_message", test_parse_message);
