@@ -386,3 +386,35 @@ def test_unknown_simulator_and_bad_arguments():
         [str(probexec.get_simulator("gum").path()), "--bogus"], capture_output=True, timeout=10
     )
     assert r.returncode == 2 and b"unknown argument --bogus" in r.stderr
+
+
+def test_a_pool_whose_simulator_fails_to_start_closes_the_others():
+    """Pool members start side by side; when one of them fails, the pool raises that error and
+    leaves none of the started servers running."""
+    from probexec.inference.pool import ModelPool
+    from probexec.remote import RemoteModel
+
+    lock = threading.Lock()
+    made: list[int] = []  # their server pids, taken while they run
+    calls = [0]
+
+    def factory(addresses):
+        with lock:
+            calls[0] += 1
+            fail = calls[0] == 3
+        if fail:
+            raise probexec.ProtocolError("simulator 3 refused the handshake (test)")
+        m = RemoteModel("gum", addresses=addresses)
+        assert m.pid is not None and process_alive(m.pid)
+        with lock:
+            made.append(m.pid)
+        return m
+
+    with pytest.raises(probexec.ProtocolError, match="simulator 3 refused"):
+        ModelPool(factory, 6)
+    assert len(made) == 5
+    pids = made
+    deadline = time.monotonic() + 10
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if process_alive(p)], "servers of a failed pool left running"
