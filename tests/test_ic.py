@@ -633,7 +633,7 @@ def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def gum_quick_network(gum_data):
-    opts = TrainOptions(traces=6000, batch_size=100, lr=3e-3, progress=False)
+    opts = TrainOptions(traces=30_000, batch_size=100, lr=3e-3, progress=False)
     return train("gum", dataset=gum_data, options=opts).network
 
 

@@ -4,6 +4,7 @@
 each (the dataset and IC runs as in `tests/test_ic.py`):
 
     python docs/ic/pretrain_hmm.py --json docs/ic/pretrain_cli/hmm.json
+    python docs/ic/pretrain_hmm.py --epochs 5 --train-seeds 1,2 --json docs/ic/pretrain_cli/hmm_seeds.json
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="/tmp/probexec_hmm30k")
     ap.add_argument("--json")
+    ap.add_argument("--epochs", default="1,5", help="training lengths, comma-separated")
+    ap.add_argument("--train-seeds", default="0", help="training seeds (minibatch order, initial weights)")
     args = ap.parse_args()
     d = Path(args.data)
     if not (d / "dataset.json").exists():
@@ -43,18 +46,19 @@ def main() -> None:
                 w.write(m.stream(10_000, seed=i))
     ds = TraceDataset(d)
     out: dict = {}
-    for epochs in (1, 5):
-        for pretrain in (0, 500):
-            t0 = time.perf_counter()
-            opts = TrainOptions(
-                epochs=epochs, batch_size=128, lr=3e-3, cosine=True, progress=False, threads=2,
-                pretrain_steps=pretrain,
-            )  # fmt: skip
-            res = train("hmm", dataset=ds, options=opts)
-            ess = [ess_over_n(res.network, seed) for seed in (1, 2, 3)]
-            key = f"epochs {epochs}, pretrain {pretrain}"
-            out[key] = {"ess_over_n": ess, "seconds": time.perf_counter() - t0}
-            print(f"{key}: ESS/N {', '.join(f'{e:.3f}' for e in ess)}", flush=True)
+    for epochs in (int(e) for e in args.epochs.split(",")):
+        for train_seed in (int(s) for s in args.train_seeds.split(",")):
+            for pretrain in (0, 500):
+                t0 = time.perf_counter()
+                opts = TrainOptions(
+                    epochs=epochs, batch_size=128, lr=3e-3, cosine=True, progress=False, threads=2,
+                    pretrain_steps=pretrain, seed=train_seed,
+                )  # fmt: skip
+                res = train("hmm", dataset=ds, options=opts)
+                ess = [ess_over_n(res.network, seed) for seed in (1, 2, 3)]
+                key = f"epochs {epochs}, pretrain {pretrain}" + (f", train seed {train_seed}" if train_seed else "")
+                out[key] = {"ess_over_n": ess, "loss": res.final_loss, "seconds": time.perf_counter() - t0}
+                print(f"{key}: ESS/N {', '.join(f'{e:.3f}' for e in ess)}, last minibatch loss {res.final_loss:.3f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 
