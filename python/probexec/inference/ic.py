@@ -522,6 +522,10 @@ def ic_posterior_processes(
                 bar.update(sum(counts) - bar.n)
             parts = [j.get() for j in jobs]  # raises a worker's error here
             bar.update(num_traces - bar.n)
+            # Let the drivers exit on their own: terminated ones (the `with` block's exit) leave
+            # the pool's semaphores to the resource tracker, which warns about them at exit.
+            pool.close()
+            pool.join()
     finally:
         bar.close()
     batch = TraceBatch.concat([b for b, _, _ in parts])
