@@ -223,8 +223,11 @@ class ICDriver:
             poller.register(self.slots[i].stepper.socket, zmq.POLLIN)
         # With a quorum below 1, this many may go on computing into the next round.
         may_wait = len(waiting) - math.ceil(self.quorum * len(waiting))
-        while len(waiting) > may_wait or (waiting and may_wait and poller.poll(0)):
-            ready = poller.poll(_POLL_MS)
+        while waiting:
+            quorate = len(waiting) <= may_wait
+            ready = poller.poll(0 if quorate else _POLL_MS)
+            if quorate and not ready:
+                break  # enough are in, and no other reply is waiting
             now = time.perf_counter()
             if not ready or now - self._checked > _POLL_MS / 1000:
                 # A dead or silent simulator raises, also one left computing by earlier rounds.
