@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 import signal
@@ -255,6 +256,37 @@ def test_simulator_killed_mid_trace(remote):
     assert time.monotonic() - t0 < 5, "death must be noticed long before the 30 s timeout"
     model.restart()
     assert sample_prior(model, 10, mode="per_draw").num_traces == 10
+
+
+def test_a_connection_that_fails_or_closes_leaves_the_others_working(remote):
+    """All connections of a process share one ZeroMQ context: a simulator that dies, a socket
+    reopened after it, and a model closed must not disturb the other simulators' connections."""
+    a, b, c = remote("gum", timeout=30), remote("gum", timeout=30), remote("gum", timeout=30)
+    assert a._conn._ctx is b._conn._ctx  # one context (and one I/O thread) for all
+    with pytest.raises(probexec.SimulatorDiedError):
+        a.run_trace([KillOnSample(a.pid, signal.SIGKILL)], TraceBatchBuilder(a.addresses))
+    b.close()
+    assert sample_prior(c, 20, mode="per_draw").num_traces == 20
+    a.restart()
+    assert sample_prior(a, 20, mode="per_draw").num_traces == 20
+
+
+def _traces_in_forked_child(queue) -> None:
+    with probexec.RemoteModel("gum", timeout=30) as m:
+        queue.put(sample_prior(m, 5, mode="per_draw").num_traces)
+
+
+def test_a_forked_child_connects_with_its_own_context(remote):
+    """A context does not survive a fork: a child forked after the parent connected makes its own."""
+    parent = remote("gum", timeout=30)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_traces_in_forked_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) == 5
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert sample_prior(parent, 5, mode="per_draw").num_traces == 5
 
 
 def test_simulator_that_hangs_times_out(remote):
