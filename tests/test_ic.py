@@ -199,6 +199,81 @@ def test_count_heads_are_normalised_discrete_and_sample_what_they_score():
                 )
 
 
+# (wire type, prior parameters of one draw of 2 values) for every head type.
+HEAD_PRIORS = [
+    (1, [0.5, -1.0, 2.0, 0.3]),  # Normal(mean, std)
+    (9, [0.0, 1.0, 0.5, 0.2]),  # LogNormal(loc, scale)
+    (2, [-1.0, 0.0, 3.0, 0.5]),  # Uniform(low, high)
+    (6, [2.0, 1.0, 2.0, 5.0]),  # Beta
+    (7, [1.5, 0.2]),  # Exponential(rate)
+    (8, [2.0, 3.0, 1.0, 0.5]),  # Gamma(concentration, rate)
+    (11, [1.0, 2.0, 1.5, 0.7]),  # Weibull(scale, concentration)
+    (3, [0.2, 0.3, 0.5, 0.6, 0.3, 0.1]),  # Categorical, 3 categories
+    (5, [0.3, 0.8]),  # Bernoulli
+    (4, [4.0, 0.5]),  # Poisson
+    (10, [10.0, 3.0, 0.3, 0.9]),  # Binomial(n, p)
+]
+
+
+@pytest.mark.parametrize("dist_type,params", HEAD_PRIORS, ids=[str(t) for t, _ in HEAD_PRIORS])
+def test_heads_score_what_they_sample_in_one_call(dist_type, params):
+    """An inference round draws and scores in one call (`sample_with_log_prob`): its log q must be
+    the head's own `log_prob` of the values it returns, and finite."""
+    torch.manual_seed(0)
+    p = torch.tensor([params]).expand(500, -1)
+    head = make_head(dist_type, 8, 2, p.shape[1])
+    raw = head.raw(torch.randn(500, 8)).detach()
+    values, log_q = head.sample_with_log_prob(raw, p, torch.Generator().manual_seed(1))
+    assert values.shape == (500, 2) and log_q.shape == (500,)
+    assert torch.isfinite(log_q).all()
+    torch.testing.assert_close(log_q, head.log_prob(raw, p, values), rtol=1e-5, atol=1e-5)
+
+
+def test_mixture_heads_pick_components_by_their_weights():
+    """Five narrow components 10 prior standard deviations apart: the share of draws near each
+    is its weight, within 4 binomial standard errors."""
+    head = make_head(1, 8, 1, 2)
+    n = 40000
+    raw = torch.zeros(1, 15)
+    logits = torch.tensor([0.0, 1.0, -1.0, 2.0, 0.5])
+    raw[0, 0:5], raw[0, 5:10], raw[0, 10:15] = logits, torch.tensor([-20.0, -10, 0, 10, 20]), -5.0
+    values, _ = head.sample_with_log_prob(
+        raw.expand(n, -1), torch.tensor([[0.0, 1.0]]).expand(n, -1), torch.Generator().manual_seed(2)
+    )
+    picked = torch.round(values[:, 0] / 10).long() + 2
+    share = torch.bincount(picked, minlength=5).double() / n
+    weights = torch.softmax(logits.double(), 0)
+    for k in range(5):
+        w = float(weights[k])
+        assert_close(float(share[k]), w, math.sqrt(w * (1 - w) / n), f"component {k}")
+
+
+def test_count_heads_prior_mass_is_poisson_and_binomial():
+    """The count head's prior share, written out, against `torch.distributions`, at the edges of
+    the support too (a rate of 0, a probability of 0 or 1, counts off the support: -inf)."""
+    k = torch.arange(-1.0, 14.0, dtype=torch.float64)[:, None]
+    poisson = make_head(POISSON, 8, 1, 1)
+    for rate in (0.0, 0.3, 4.0, 250.0):
+        r = torch.full_like(k, rate)
+        want = torch.distributions.Poisson(r.clamp_min(1e-300), validate_args=False).log_prob(k.clamp_min(0))
+        want = torch.where(k >= 0, want, -math.inf)
+        if rate == 0.0:
+            want = torch.where(k == 0, torch.zeros_like(k), torch.full_like(k, -math.inf))
+        torch.testing.assert_close(poisson._prior_log_prob(r, k), want)
+    binomial = make_head(BINOMIAL, 8, 1, 2)
+    for n, prob in ((10.0, 0.3), (12.0, 0.0), (12.0, 1.0), (0.0, 0.5)):
+        params = torch.tensor([[n, prob]], dtype=torch.float64).expand(len(k), -1)
+        got = binomial._prior_log_prob(params, k)
+        inside = (k >= 0) & (k <= n)
+        want = torch.distributions.Binomial(n, probs=torch.tensor(prob, dtype=torch.float64)).log_prob(
+            k.clamp(0, n)
+        )
+        want = torch.where(inside, want, -math.inf)
+        if prob in (0.0, 1.0):  # certain (torch.distributions clamps its logits: near, not exact)
+            want = torch.where(k == n * prob, torch.zeros_like(k), torch.full_like(k, -math.inf))
+        torch.testing.assert_close(got, want, msg=f"Binomial({n}, {prob})")
+
+
 def test_count_heads_stay_finite_when_a_component_is_far_from_the_support():
     """A component far below 0 or far above the prior once gave 0/0 (NaN) gradients mid-training."""
     for dt, params in ((POISSON, torch.tensor([[4.0]])), (BINOMIAL, torch.tensor([[10.0, 0.3]]))):

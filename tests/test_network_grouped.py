@@ -95,3 +95,6 @@ def test_stacked_inference_tables_equal_each_address_own_layers(sim, tmp_path):
                 v = torch.from_numpy(part.values[j][None].astype(np.float32))
                 own = head.log_prob(head.raw(hidden[r][None]), torch.from_numpy(params[r][None]), v)
                 assert part.log_q[j] == pytest.approx(float(own[0]), rel=1e-4, abs=1e-4)
+                # The drawn value as its trace's next step sees it.
+                following = net.previous_input(keys[r], torch.from_numpy(params[r][None]), v)
+                torch.testing.assert_close(part.following[j], following[0])

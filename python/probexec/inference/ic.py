@@ -55,8 +55,6 @@ class _Slot:
     """What one in-flight trace carries between network steps."""
 
     stepper: TraceStepper
-    # The previous proposed draw: site index, prior parameters [P] and value [V] (float32).
-    prev: tuple[int, np.ndarray, np.ndarray] | None = None
     cached: dict[str, torch.Tensor] = field(default_factory=dict)  # replace key -> LSTM output row
     log_q: dict[str, float] = field(default_factory=dict)  # key -> log q of its last draw
     log_qs: list[dict[str, float]] = field(default_factory=list)  # per finished trace
@@ -137,6 +135,9 @@ class ICDriver:
         self.h = torch.zeros(layers, len(self.slots), hidden, device=self.device)
         self._restarted: list[int] = []
         self.c = torch.zeros_like(self.h)
+        # Each trace's "previous draw" input for its next LSTM step: the network's start vector
+        # until the trace's first proposed draw, then that draw's embedding (`HeadDraws.following`).
+        self.prev_in = self.net.start.detach().expand(len(self.slots), -1).clone()
         self.stats = ICStats()
 
     # --- one network round over every pending draw -----------------------------------------------
@@ -151,6 +152,7 @@ class ICDriver:
             fresh = torch.tensor(self._restarted, device=dev)
             self.h[:, fresh] = 0
             self.c[:, fresh] = 0
+            self.prev_in[fresh] = self.net.start
             self._restarted = []
         step_rows: list[int] = []
         reuse: list[int] = []
@@ -172,15 +174,7 @@ class ICDriver:
         outs: list[torch.Tensor] = []
         if step_rows:
             idx = torch.tensor(step_rows, device=dev)
-            prev = net.start.expand(len(step_rows), -1).clone()
-            after = [j for j, i in enumerate(step_rows) if self.slots[i].prev is not None]
-            if after:
-                pv = [self.slots[step_rows[j]].prev for j in after]
-                prev[torch.tensor(after, device=dev)] = tables.previous(
-                    [q[0] for q in pv],  # type: ignore[index]
-                    [q[1] for q in pv],  # type: ignore[index]
-                    [q[2] for q in pv],  # type: ignore[index]
-                )
+            prev = self.prev_in.index_select(0, idx)
             cur = tables.current([tables.index[keys[i]] for i in step_rows])
             x = torch.cat([self.obs_embedding.expand(len(step_rows), -1), prev, cur], -1)
             out, (h, c) = net.step(x, (self.h[:, idx], self.c[:, idx]))
@@ -197,6 +191,7 @@ class ICDriver:
         params = [q[0] for q in priors]
         sites = [tables.index[keys[i]] for i in rows]
         for part in tables.draw(sites, hidden, params, self.gen):
+            self.prev_in[torch.tensor([rows[r] for r in part.rows], device=dev)] = part.following
             for j, r in enumerate(part.rows):
                 i = rows[r]
                 s = self.slots[i]
@@ -205,7 +200,6 @@ class ICDriver:
                 if p.replace and key not in s.cached:  # type: ignore[union-attr]
                     s.cached[key] = hidden[r]
                 s.log_q[key] = float(part.log_q[j])
-                s.prev = (sites[r], part.params[j], part.values[j].astype(np.float32))
                 shape = priors[r][1]
                 v = float(part.values[j, 0]) if shape == () else part.values[j].reshape(shape)
                 s.stepper.post(v)
@@ -243,7 +237,7 @@ class ICDriver:
 
     def _reset(self, i: int) -> None:
         s = self.slots[i]
-        s.prev, s.cached, s.log_q = None, {}, {}
+        s.cached, s.log_q = {}, {}
         self._restarted.append(i)  # its LSTM state is zeroed at the next round, with the others
 
     def run(

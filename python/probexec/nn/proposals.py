@@ -23,6 +23,8 @@ EXPONENTIAL, GAMMA, LOGNORMAL, BINOMIAL, WEIBULL = 7, 8, 9, 10, 11
 NUM_DIST_TYPES = 12
 
 _LOG_2PI = math.log(2 * math.pi)
+_Frame = tuple[Tensor, Tensor, Tensor]  # a count head's prior mean, spread and top of its range
+_Parts = tuple[Tensor, Tensor, Tensor]  # a mixture's log weights, means and log scales
 
 
 def _split(params: Tensor, k: int) -> list[Tensor]:
@@ -39,16 +41,27 @@ def _log_normal_interval(a: Tensor, b: Tensor) -> Tensor:
     return l_hi + torch.log(-torch.expm1((l_lo - l_hi).clamp(max=-1e-200)))
 
 
-def _mog_log_prob(z: Tensor, logits: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
-    """Mixture of normals, per element: z [B,S], components [B,S,K] -> [B,S]."""
+def _mog_log_prob(z: Tensor, log_weights: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
+    """Mixture of normals, per element: z [B,S], normalised log weights and components [B,S,K]
+    -> [B,S]."""
     d = (z.unsqueeze(-1) - means) * torch.exp(-log_scales)
-    comp = -0.5 * d * d - log_scales - 0.5 * _LOG_2PI
-    return torch.logsumexp(F.log_softmax(logits, -1) + comp, -1)
+    return torch.logsumexp(log_weights - 0.5 * d * d - log_scales, -1) - 0.5 * _LOG_2PI
 
 
-def _mog_sample(logits: Tensor, means: Tensor, log_scales: Tensor, gen: torch.Generator | None) -> Tensor:
-    k = torch.multinomial(F.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1, generator=gen)
-    k = k.reshape(logits.shape[:-1]).unsqueeze(-1)
+def _pick_component(log_weights: Tensor, gen: torch.Generator | None) -> Tensor:
+    """One component per element, [B,S,1], by inverting the weights' CDF at a uniform draw (a
+    third of the time of `torch.multinomial` on such small rows)."""
+    cdf = torch.exp(log_weights).cumsum(-1)
+    u = torch.rand(cdf.shape[:-1], generator=gen, device=cdf.device, dtype=cdf.dtype).unsqueeze(-1)
+    # u * total: the weights' sum differs from 1 by rounding. The clamp covers u * total equal to it.
+    below = (cdf < u * cdf[..., -1:]).sum(-1, keepdim=True)
+    return below.clamp_max(log_weights.shape[-1] - 1)
+
+
+def _mog_sample(
+    log_weights: Tensor, means: Tensor, log_scales: Tensor, gen: torch.Generator | None
+) -> Tensor:
+    k = _pick_component(log_weights, gen)
     m, s = means.gather(-1, k).squeeze(-1), torch.exp(log_scales.gather(-1, k).squeeze(-1))
     return m + s * torch.randn(m.shape, generator=gen, device=m.device, dtype=m.dtype)
 
@@ -78,6 +91,14 @@ class ProposalHead(nn.Module):
         """Values [B, value_size] drawn from the proposal."""
         raise NotImplementedError
 
+    def sample_with_log_prob(
+        self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Values drawn from the proposal and their log q: what an inference round needs, in one
+        call so a head can share the work the two have in common."""
+        value = self.sample(raw, params, gen)
+        return value, self.log_prob(raw, params, value)
+
     def features(self, params: Tensor, value: Tensor) -> Tensor:
         """The value as the next LSTM step sees it: standardised by the prior, [B, feature_size]."""
         raise NotImplementedError
@@ -95,8 +116,9 @@ class _MixtureHead(ProposalHead):
         super().__init__(hidden, value_size, param_size, components)
 
     def _parts(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalised log weights, means and log scales, each [B, value_size, components]."""
         r = raw.reshape(raw.shape[0], self.value_size, 3, self.components)
-        return r[:, :, 0], r[:, :, 1], r[:, :, 2].clamp(-7.0, 3.0)
+        return F.log_softmax(r[:, :, 0], -1), r[:, :, 1], r[:, :, 2].clamp(-7.0, 3.0)
 
     def to_z(self, params: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -110,6 +132,16 @@ class _MixtureHead(ProposalHead):
 
     def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
         return self.from_z(params, _mog_sample(*self._parts(raw), gen))
+
+    def sample_with_log_prob(
+        self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        parts = self._parts(raw)
+        value = self.from_z(params, _mog_sample(*parts, gen))
+        # Scored at the value as sent (`to_z` of it, not the z drawn): they differ where
+        # `from_z` clamps to the support.
+        z, log_jac = self.to_z(params, value)
+        return value, (_mog_log_prob(z, *parts) + log_jac).sum(-1)
 
     def features(self, params: Tensor, value: Tensor) -> Tensor:
         return self.to_z(params, value)[0].clamp(-10.0, 10.0)
@@ -261,21 +293,33 @@ class CountHead(ProposalHead):
         return mean, (mean * (1 - prob)).sqrt().clamp_min(0.5), n
 
     def _prior_log_prob(self, params: Tensor, k: Tensor) -> Tensor:
+        """The prior's log mass at counts k (float64, -inf off its support), written out: a
+        `torch.distributions` object per call cost more than the rest of an inference round's
+        count head."""
         p = params.double()
         if self.dist_type == POISSON:
-            return torch.distributions.Poisson(p, validate_args=False).log_prob(k)
+            lp = torch.special.xlogy(k, p) - p - torch.lgamma(k + 1)
+            return torch.where(k >= 0, lp, -math.inf)
         n, prob = _split(p, 2)
-        return torch.distributions.Binomial(n, probs=prob, validate_args=False).log_prob(k)
+        lp = (
+            torch.lgamma(n + 1)
+            - torch.lgamma(k + 1)
+            - torch.lgamma((n - k).clamp_min(0) + 1)
+            + torch.special.xlogy(k, prob)
+            + torch.special.xlogy(n - k, 1 - prob)
+        )
+        return torch.where((k >= 0) & (k <= n), lp, -math.inf)
 
     def _parts(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalised log weights, means and log scales (float64), each [B, value_size, components]."""
         r = raw.double().reshape(raw.shape[0], self.value_size, 3, self.components)
-        return r[:, :, 0], r[:, :, 1], r[:, :, 2].clamp(-5.0, 3.0)
+        return F.log_softmax(r[:, :, 0], -1), r[:, :, 1], r[:, :, 2].clamp(-5.0, 3.0)
 
-    def _log_mass(self, raw: Tensor, params: Tensor, k: Tensor) -> Tensor:
+    def _log_mass(self, frame: _Frame, parts: _Parts, params: Tensor, k: Tensor) -> Tensor:
         """log q(k) per element, float64, computed in log space throughout: a component far
         from the support has probabilities below 1e-300, whose ratios must not become 0/0."""
-        mean, spread, top = self._frame(params)
-        logits, mu, log_s = self._parts(raw)
+        mean, spread, top = frame
+        log_w, mu, log_s = parts
         s = torch.exp(log_s)
 
         def z(x: Tensor) -> Tensor:
@@ -284,19 +328,16 @@ class CountHead(ProposalHead):
         log_comp = _log_normal_interval(z(k - 0.5), z(k + 0.5)) - _log_normal_interval(
             z(torch.full_like(k, -0.5)), z(top + 0.5)
         )
-        log_q = torch.logsumexp(F.log_softmax(logits, -1) + log_comp, -1)
-        log_q = torch.where((k >= 0) & (k <= top), log_q, torch.full_like(log_q, -math.inf))
+        log_q = torch.logsumexp(log_w + log_comp, -1)
+        log_q = torch.where((k >= 0) & (k <= top), log_q, -math.inf)
         w = self.prior_weight
         return torch.logaddexp(log_q + math.log1p(-w), self._prior_log_prob(params, k) + math.log(w))
 
-    def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
-        return self._log_mass(raw, params, value.double()).sum(-1).to(raw.dtype)
-
-    def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
-        mean, spread, top = self._frame(params)
-        logits, mu, log_s = self._parts(raw)
-        k = torch.multinomial(F.softmax(logits, -1).reshape(-1, self.components), 1, generator=gen)
-        k = k.reshape(logits.shape[:-1]).unsqueeze(-1)
+    def _sample(self, frame: _Frame, parts: _Parts, params: Tensor, gen: torch.Generator | None) -> Tensor:
+        """Counts (float64) from the proposal."""
+        mean, spread, top = frame
+        log_w, mu, log_s = parts
+        k = _pick_component(log_w, gen)
         m, s = mu.gather(-1, k).squeeze(-1), torch.exp(log_s.gather(-1, k).squeeze(-1))
         # Inverse-CDF sampling of the component truncated to [-0.5, top + 0.5], then rounding:
         # exactly the discretised, truncated component that `_log_mass` scores. An interval
@@ -323,7 +364,24 @@ class CountHead(ProposalHead):
                     n.expand_as(counts).contiguous(), prob.expand_as(counts).contiguous(), generator=gen
                 )
             counts = torch.where(from_prior, prior, counts)
-        return counts.to(raw.dtype)
+        return counts
+
+    def log_prob(self, raw: Tensor, params: Tensor, value: Tensor) -> Tensor:
+        return (
+            self._log_mass(self._frame(params), self._parts(raw), params, value.double())
+            .sum(-1)
+            .to(raw.dtype)
+        )
+
+    def sample(self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        return self._sample(self._frame(params), self._parts(raw), params, gen).to(raw.dtype)
+
+    def sample_with_log_prob(
+        self, raw: Tensor, params: Tensor, gen: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        frame, parts = self._frame(params), self._parts(raw)
+        counts = self._sample(frame, parts, params, gen)
+        return counts.to(raw.dtype), self._log_mass(frame, parts, params, counts).sum(-1).to(raw.dtype)
 
     def features(self, params: Tensor, value: Tensor) -> Tensor:
         mean, spread, _ = self._frame(params)

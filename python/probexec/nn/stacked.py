@@ -57,7 +57,9 @@ class HeadDraws:
     rows: list[int]
     values: np.ndarray  # [r, value_size] float64
     log_q: np.ndarray  # [r] float64
-    params: np.ndarray  # [r, param_size] float32: the rows' prior parameters as the network saw them
+    # [r, prev_size] on the network's device: each row's "previous draw" input for its trace's
+    # next LSTM step, from the value just drawn.
+    following: Tensor
 
 
 class StackedSites:
@@ -96,7 +98,6 @@ class StackedSites:
                     )
                 )
         self.local = torch.from_numpy(local).to(self.device)
-        self._local_np = local
         self.keys = keys
 
     def _by_kind(self, sites: Sequence[int]) -> dict[int, list[int]]:
@@ -119,15 +120,17 @@ class StackedSites:
         parameters and value of the row's previous draw."""
         out = torch.empty(len(sites), self.net.prev_size, device=self.device)
         for kind, rows in self._by_kind(sites).items():
-            k = self.kinds[kind]
+            site_rows = torch.as_tensor(np.asarray([sites[r] for r in rows]), device=self.device)
             p = self._tensor([params[r] for r in rows])
             v = self._tensor([values[r] for r in rows])
-            site_rows = [sites[r] for r in rows]
-            at = torch.as_tensor(self._local_np[site_rows], device=self.device)
-            emb = _gathered_linear(k.embed_weight, k.embed_bias, at, k.head.features(p, v))
-            idx = torch.as_tensor(rows, device=self.device)
-            out[idx] = torch.cat([emb, self.current(site_rows)], -1)
+            out[torch.as_tensor(rows, device=self.device)] = self._previous(self.kinds[kind], site_rows, p, v)
         return out
+
+    def _previous(self, k: _Kind, sites: Tensor, params: Tensor, values: Tensor) -> Tensor:
+        emb = _gathered_linear(
+            k.embed_weight, k.embed_bias, self.local[sites], k.head.features(params, values)
+        )
+        return torch.cat([emb, self.site_input.index_select(0, sites)], -1)
 
     def draw(
         self,
@@ -137,28 +140,37 @@ class StackedSites:
         generator: torch.Generator | None = None,
     ) -> list[HeadDraws]:
         """Samples every row's value from its address's proposal given the LSTM output `hidden`
-        [R, H], with its log q; one `sample` and `log_prob` call per head kind."""
+        [R, H], with its log q; one `sample_with_log_prob` call per head kind. Each row's input
+        for its trace's next step is computed here too, while the values and parameters are
+        tensors already."""
         idx = torch.as_tensor(np.asarray(sites), device=self.device)
         h = torch.relu(_gathered_linear(self.w0, self.b0, idx, hidden))
         out = []
         for kind, rows in self._by_kind(sites).items():
             k = self.kinds[kind]
-            for r in rows:
-                if len(params[r]) != k.head.param_size:
-                    raise ValueError(
-                        f"address {self.keys[sites[r]]}: the network expects {k.head.param_size} prior "
-                        f"parameters, the simulator sent {len(params[r])}"
-                    )
+            p32 = self._params(k, [params[r] for r in rows], [sites[r] for r in rows])
             at = torch.as_tensor(rows, device=self.device)
-            raw = _gathered_linear(k.weight, k.bias, self.local[idx[at]], h[at])
-            p32 = _stack32([params[r] for r in rows])
+            site_rows = idx.index_select(0, at)
+            raw = _gathered_linear(k.weight, k.bias, self.local[site_rows], h.index_select(0, at))
             p = torch.from_numpy(p32).to(self.device)
-            values = k.head.sample(raw, p, generator)
-            log_q = k.head.log_prob(raw, p, values)
+            values, log_q = k.head.sample_with_log_prob(raw, p, generator)
+            following = self._previous(k, site_rows, p, values)
             # One copy back per kind (a copy from a GPU waits for it).
             both = torch.cat([values.double(), log_q.double().unsqueeze(-1)], -1).cpu().numpy()
-            out.append(HeadDraws(rows, both[:, :-1], both[:, -1], p32))
+            out.append(HeadDraws(rows, both[:, :-1], both[:, -1], following))
         return out
+
+    def _params(self, k: _Kind, params: Sequence[np.ndarray], sites: Sequence[int]) -> np.ndarray:
+        """The rows' prior parameters as one float32 array, refused when a row has not as many as
+        its address's head expects."""
+        size = k.head.param_size
+        if all(len(q) == size for q in params):
+            return _stack32(params)
+        r = next(r for r, q in enumerate(params) if len(q) != size)
+        raise ValueError(
+            f"address {self.keys[sites[r]]}: the network expects {size} prior parameters, the "
+            f"simulator sent {len(params[r])}"
+        )
 
 
 def _stack32(rows: Sequence[np.ndarray]) -> np.ndarray:
