@@ -132,16 +132,19 @@ class ICDriver:
         hidden = self.net.config.hidden
         layers = self.net.config.lstm_layers
         self.tables = StackedSites(self.net)
-        self.h = torch.zeros(layers, len(self.slots), hidden, device=self.device)
         self._restarted: list[int] = []
-        self.c = torch.zeros_like(self.h)
-        # Each trace's "previous draw" input for its next LSTM step: the network's start vector
-        # until the trace's first proposed draw, then that draw's embedding (`HeadDraws.following`).
-        self.prev_in = self.net.start.detach().expand(len(self.slots), -1).clone()
+        # The rounds run in inference mode (no autograd bookkeeping: 15 % less time per op on
+        # these small tensors), and the state they update in place is made in it too.
+        with torch.inference_mode():
+            self.h = torch.zeros(layers, len(self.slots), hidden, device=self.device)
+            self.c = torch.zeros_like(self.h)
+            # Each trace's "previous draw" input for its next LSTM step: the network's start
+            # vector until its first proposed draw, then that draw's (`HeadDraws.following`).
+            self.prev_in = self.net.start.detach().expand(len(self.slots), -1).clone()
         self.stats = ICStats()
 
     # --- one network round over every pending draw -----------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def _propose(self, slots: list[int]) -> None:
         """One LSTM step for every pending draw that needs one (a rejection loop's later
         iterations reuse the output of its first), then every proposal drawn from the stacked
