@@ -22,7 +22,7 @@ from conftest import assert_close, child_processes, process_alive
 from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
 from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.data.sparse import SparseRows
-from probexec.inference.ic import ic_posterior
+from probexec.inference.ic import auto_processes, ic_posterior
 from probexec.nn import NetworkMismatchError, TrainingError, TrainOptions, load_checkpoint, train
 from probexec.nn.checkpoint import make_optimizer
 from probexec.nn.device_draw import NormalObservation
@@ -653,6 +653,27 @@ def test_two_process_torchrun_gradients_equal_single_process_mean(gum_data, tmp_
     for name, p in net.named_parameters():
         want = p.grad if p.grad is not None else torch.zeros_like(p)
         torch.testing.assert_close(dist_grads[name], want, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_auto_processes_follow_the_cores_and_the_traces():
+    assert auto_processes(100_000, 2) == 1  # CI: one driver
+    assert auto_processes(100_000, 16) == 4
+    assert auto_processes(100_000, 128) == 8
+    assert auto_processes(2_500, 64) == 2  # 1 000 traces a driver at least
+    assert auto_processes(10, 64) == 1
+
+
+def test_pools_and_drivers_count_the_cores_this_process_may_use():
+    """Under Slurm or taskset a process may run on fewer cores than the machine has: pools and
+    the IC driver count are sized by the affinity mask, not `os.cpu_count()`."""
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "from probexec.cores import usable_cores\n"
+        "from probexec.inference.pool import ModelPool\n"
+        "print(usable_cores(), ModelPool.__dataclass_fields__['workers'].default_factory())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
 
 
 def test_ic_cli_needs_a_network(tmp_path):

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from probexec.cores import usable_cores
+
 
 def _finite_or_none(obj: Any) -> Any:
     if isinstance(obj, float):
@@ -252,17 +254,17 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     if args.engine == "ic":
         return _posterior_ic(args, info, observe)
     if args.engine == "rmh":
-        workers = args.workers or min(args.chains, os.cpu_count() or 1)
+        workers = args.workers or min(args.chains, usable_cores())
         options.update(chains=args.chains, burn_in=args.burn_in, thinning=args.thinning, resume=args.resume)
     elif args.engine == "smc":
-        workers = args.workers or os.cpu_count() or 1
+        workers = args.workers or usable_cores()
         options.update(moves=args.moves, ess_fraction=args.ess_fraction)
         if args.stratify:
             name, sep, text = args.stratify.partition("=")
             values = [float(v) for v in text.split(",")] if sep else None
             options.update(stratify=(name.strip(), values))
     else:
-        workers = args.workers or os.cpu_count() or 1
+        workers = args.workers or usable_cores()
         options.update(likelihood_importance=args.likelihood_importance)
     try:
         with remote_pool(args.simulator, workers=workers) as pool:
@@ -292,7 +294,7 @@ def _report_posterior(args: argparse.Namespace, posterior: Any, out: Any) -> int
 
 def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.ndarray]) -> int:
     """Importance sampling with a trained proposal network, many simulators in flight."""
-    from probexec.inference.ic import ic_posterior, ic_posterior_processes
+    from probexec.inference.ic import auto_processes, ic_posterior, ic_posterior_processes
     from probexec.inference.pool import remote_pool
     from probexec.nn import load_checkpoint
 
@@ -303,15 +305,18 @@ def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.nda
     device = args.device or "cpu"
     # Loaded here also when driver processes load their own copy: a mismatch is reported once.
     net, _ = load_checkpoint(args.network, simulator=info.name, observations=shapes, device=device)
-    in_flight = args.workers or 16
-    if args.processes > 1:
+    processes = auto_processes(args.n, usable_cores()) if args.processes == "auto" else int(args.processes)
+    if processes < 1:
+        raise ValueError(f"--processes must be at least 1 or 'auto', got {args.processes}")
+    in_flight = args.workers or (16 if processes == 1 else 32 * processes)
+    if processes > 1:
         posterior = ic_posterior_processes(
             args.network,
             info.name,
             args.n,
             observe,
-            processes=args.processes,
-            in_flight=-(-in_flight // args.processes),
+            processes=processes,
+            in_flight=-(-in_flight // processes),
             latents=list(info.latents),
             seed=args.seed,
             device=device,
@@ -553,10 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="ic: cpu or cuda")
     s.add_argument(
         "--processes",
-        type=int,
-        default=1,
+        default="auto",
         help="ic: driver processes, each with its share of --workers simulators (one driver's Python "
-        "runs on one core)",
+        "runs on one core); auto (default): one per 4 usable cores, at most 8, each with at least "
+        "1 000 of the traces",
     )
     s.add_argument(
         "--quorum",
@@ -600,7 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
         "weighted by evidence; -n particles per value",
     )
     s.add_argument(
-        "--workers", type=int, default=None, help="simulator processes (ic: traces in flight, default 16)"
+        "--workers",
+        type=int,
+        default=None,
+        help="simulator processes (ic: traces in flight, default 16 for one driver, 32 per driver)",
     )
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--json", action="store_true", help="print one JSON object")

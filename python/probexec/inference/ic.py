@@ -475,6 +475,17 @@ def _driver_process(
         raise
 
 
+def auto_processes(num_traces: int, cores: int) -> int:
+    """How many IC driver processes `probexec posterior --engine ic` runs when not told.
+
+    One driver's Python keeps one core busy, and its simulators need about as much CPU again
+    (tau decay: 3.4 ms a trace in the driver, 3.2 in the simulators, on 2 cores): a driver per 4
+    cores leaves room for both. At most 8: on the H100 machine's 16 cores, 8 drivers of 32 did
+    best and more added nothing. And none with fewer than 1 000 traces to make: a driver takes
+    seconds to start (importing torch, loading the network, starting its simulators)."""
+    return max(1, min(cores // 4, 8, num_traces // 1000))
+
+
 def ic_posterior_processes(
     network: str | Path,
     simulator: str,

@@ -5,7 +5,6 @@ worker ran a chunk); a worker that dies hands its chunk back and the run goes on
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from probexec.cores import usable_cores
 from probexec.errors import ProbexecError, SimulatorDiedError, SimulatorTimeoutError
 from probexec.model import Model
 from probexec.trace import AddressTable
@@ -35,7 +35,7 @@ class ModelPool:
     """`workers` models made by `factory` (started at once, closed by `close`)."""
 
     factory: Callable[[AddressTable], Model]
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=usable_cores)
     models: list[Model] = field(init=False)
     addresses: AddressTable = field(init=False)
     failures: list[str] = field(init=False, default_factory=list)
@@ -142,5 +142,5 @@ def remote_pool(simulator: str, workers: int | None = None, **kwargs: Any) -> Mo
 
     return ModelPool(
         lambda addresses: RemoteModel(simulator, addresses=addresses, **kwargs),
-        workers or os.cpu_count() or 1,
+        workers or usable_cores(),
     )

@@ -27,6 +27,7 @@ import torch
 from torch import distributed as dist
 from tqdm import tqdm
 
+from probexec.cores import usable_cores
 from probexec.data.batch_process import PipelineConfig, Plan, epoch_minibatches, epoch_rng, host_batch
 from probexec.data.batches import minibatches
 from probexec.data.dataset import TraceDataset
@@ -307,10 +308,10 @@ def train(
     torch.manual_seed(opt.seed)
     threads_before = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(opt.threads or max(1, (os.cpu_count() or 2) // 2))
+        torch.set_num_threads(opt.threads or max(1, usable_cores() // 2))
     read_workers = opt.read_workers
     if read_workers is None:
-        read_workers = min(8, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
+        read_workers = min(8, usable_cores() // 2) if device.type == "cuda" else 0
     draw_on_device = opt.draw_on_device if opt.draw_on_device is not None else device.type == "cuda"
     pipeline = (
         PipelineConfig(
