@@ -320,15 +320,13 @@ class CountHead(ProposalHead):
         from the support has probabilities below 1e-300, whose ratios must not become 0/0."""
         mean, spread, top = frame
         log_w, mu, log_s = parts
-        s = torch.exp(log_s)
-
-        def z(x: Tensor) -> Tensor:
-            return (((x - mean) / spread).unsqueeze(-1) - mu) / s
-
-        log_comp = _log_normal_interval(z(k - 0.5), z(k + 0.5)) - _log_normal_interval(
-            z(torch.full_like(k, -0.5)), z(top + 0.5)
-        )
-        log_q = torch.logsumexp(log_w + log_comp, -1)
+        # The four interval ends, each component's standardised: k's own interval and the
+        # support's, stacked so each op runs once for all four (a round's few count rows cost
+        # per op, not per element).
+        ends = torch.stack([k - 0.5, k + 0.5, torch.full_like(k, -0.5), top + 0.5])
+        z = (((ends - mean) / spread).unsqueeze(-1) - mu) * torch.exp(-log_s)
+        log_mass = _log_normal_interval(z[0::2], z[1::2])  # [2, B, S, K]: k's, the support's
+        log_q = torch.logsumexp(log_w + log_mass[0] - log_mass[1], -1)
         log_q = torch.where((k >= 0) & (k <= top), log_q, -math.inf)
         w = self.prior_weight
         return torch.logaddexp(log_q + math.log1p(-w), self._prior_log_prob(params, k) + math.log(w))
