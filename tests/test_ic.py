@@ -702,7 +702,10 @@ def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
     train(
         "gum", dataset=gum_data, output=net, options=TrainOptions(traces=200, batch_size=100, progress=False)
     )
-    engine = subprocess.Popen([sys.executable, "-c", _KILLED_IC_ENGINE, str(net)])
+    # Its simulators' folders (socket, log) in tmp_path: a killed engine cannot remove them.
+    engine = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_IC_ENGINE, str(net)], env=dict(os.environ, TMPDIR=str(tmp_path))
+    )
     drivers: set[int] = set()
     sims: set[int] = set()
     try:
