@@ -680,6 +680,25 @@ def test_ic_cli_needs_a_network(tmp_path):
     r = cli("posterior", "gum", "--engine", "ic", "-n", "10", "-o", str(tmp_path / "p"))
     assert r.returncode == 1 and "--network" in r.stderr
     assert shutil.which(sys.executable)
+    for bad in ("0", "two"):
+        r = cli(
+            "posterior",
+            "gum",
+            "--engine",
+            "ic",
+            "--network",
+            str(tmp_path / "net.pt"),
+            "--processes",
+            bad,
+            "-n",
+            "10",
+            "-o",
+            str(tmp_path / "p"),
+        )
+        assert (
+            r.returncode == 1
+            and f"--processes is a number of driver processes (1 or more) or 'auto', not '{bad}'" in r.stderr
+        )
 
 
 _KILLED_IC_ENGINE = """

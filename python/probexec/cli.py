@@ -300,14 +300,19 @@ def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.nda
 
     if not args.network:
         raise ValueError("--engine ic needs --network NET (made by `probexec train`)")
+    processes = auto_processes(args.n, usable_cores()) if args.processes == "auto" else 0
+    if args.processes != "auto":
+        with contextlib.suppress(ValueError):
+            processes = int(args.processes)
+        if processes < 1:
+            raise ValueError(
+                f"--processes is a number of driver processes (1 or more) or 'auto', not {args.processes!r}"
+            )
     shapes = {name: np.shape(v) for name, v in observe.items()}
     shapes.update({n: s for n, s in info.observed.items() if n in observe})
     device = args.device or "cpu"
     # Loaded here also when driver processes load their own copy: a mismatch is reported once.
     net, _ = load_checkpoint(args.network, simulator=info.name, observations=shapes, device=device)
-    processes = auto_processes(args.n, usable_cores()) if args.processes == "auto" else int(args.processes)
-    if processes < 1:
-        raise ValueError(f"--processes must be at least 1 or 'auto', got {args.processes}")
     in_flight = args.workers or (16 if processes == 1 else 32 * processes)
     if processes > 1:
         posterior = ic_posterior_processes(
