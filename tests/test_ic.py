@@ -681,19 +681,9 @@ def test_ic_cli_needs_a_network(tmp_path):
     assert r.returncode == 1 and "--network" in r.stderr
     assert shutil.which(sys.executable)
     for bad in ("0", "two"):
+        net, out = str(tmp_path / "net.pt"), str(tmp_path / "p")
         r = cli(
-            "posterior",
-            "gum",
-            "--engine",
-            "ic",
-            "--network",
-            str(tmp_path / "net.pt"),
-            "--processes",
-            bad,
-            "-n",
-            "10",
-            "-o",
-            str(tmp_path / "p"),
+            "posterior", "gum", "--engine", "ic", "--network", net, "--processes", bad, "-o", out, "-n", "9"
         )
         assert (
             r.returncode == 1

@@ -36,7 +36,7 @@ def test_score_draw_is_the_rows_log_prob():
     assert score_draw(NORMAL, (0.5, 2.0), 1.5) == pytest.approx(lp[1], rel=1e-12)
     # Image-sized draws take the wide path: a per-voxel scale, then one scale for every voxel.
     image = rng.normal(size=(4, 50, 50))
-    for wide_scale in (rng.uniform(0.1, 2.0, size=image.shape), 0.7):
+    for wide_scale in (rng.uniform(0.1, 2.0, size=image.shape), 0.7, rng.uniform(0.1, 2.0, size=(4, 1, 1))):
         b = TraceBatchBuilder(AddressTable())
         b.add(1, 1, OBSERVE, 0, NORMAL, (image * 0.9, wide_scale), image)
         b.end_trace(None, 0.0)

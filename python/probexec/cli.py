@@ -300,10 +300,10 @@ def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.nda
 
     if not args.network:
         raise ValueError("--engine ic needs --network NET (made by `probexec train`)")
-    processes = auto_processes(args.n, usable_cores()) if args.processes == "auto" else 0
-    if args.processes != "auto":
-        with contextlib.suppress(ValueError):
-            processes = int(args.processes)
+    if args.processes == "auto":
+        processes = auto_processes(args.n, usable_cores())
+    else:
+        processes = int(args.processes) if args.processes.isdigit() else 0
         if processes < 1:
             raise ValueError(
                 f"--processes is a number of driver processes (1 or more) or 'auto', not {args.processes!r}"

@@ -204,10 +204,10 @@ def score_draw(dist_type: int, params: Any, value: Any) -> float:
     if dist_type == NORMAL and v.shape[1] >= _WIDE and isinstance(params, tuple) and len(params) == 2:
         # Scored from the parameters as they came, not from a flat copy of both (two image-sized
         # concatenations per tau trace in IC).
-        loc, scale = (
-            np.broadcast_to(np.asarray(q, dtype=np.float64).reshape(-1), v.shape[1:]) for q in params
-        )
-        return float(_normal_log_prob_rows(v, loc[None], scale[None])[0])
+        # Broadcast in the value's own shape (a per-layer scale [20, 1, 1] against an image).
+        shape = np.shape(value)
+        loc, scale = (np.broadcast_to(np.asarray(q, dtype=np.float64), shape).reshape(1, -1) for q in params)
+        return float(_normal_log_prob_rows(v, loc, scale)[0])
     p = flatten_params(dist_type, params, v[0])
     return float(score_rows(dist_type, v, p.reshape(1, -1))[0])
 
