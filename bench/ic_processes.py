@@ -7,7 +7,9 @@ One driver process answers its simulators' messages and runs the network for all
 flight; its Python, not the simulators, limits a tau decay to about a hundred traces a second.
 This runs the same IC (one held-out event, the same seed) at each setting, side by side in one
 run, and prints the traces per second over the whole call (process start, network loading and
-simulator start-up included) and over the drivers' own time (the traces alone).
+simulator start-up included) and over the drivers' own time (the traces alone). "start-up s"
+is when the last driver began driving, measured from the call; each run's JSON row has every
+driver's timeline (booted, network_loaded, simulators_started, driving, driven, received).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def main() -> None:
     print(f"{args.simulator}, {os.cpu_count()} cores, network on {args.device}, {args.traces} traces each")
     print(
         f"{'processes':>9} {'in flight':>9} {'quorum':>6} {'traces/s':>9} {'driver traces/s':>15} "
-        f"{'mean batch':>10} {'ESS/N':>7}"
+        f"{'mean batch':>10} {'ESS/N':>7} {'start-up s':>10} {'call s':>7}"
     )
     for p in args.processes:
         for k in args.per_process:
@@ -73,11 +75,14 @@ def main() -> None:
                     "traces_per_driver_s": done / post.stats["driver_seconds"],
                     "mean_batch": post.stats["mean_batch"],
                     "ess_over_n": post.ess / max(post.num_traces, 1),
+                    "seconds": post.seconds,
+                    "startup_seconds": post.stats["startup_seconds"],
+                    "timeline": post.stats["timeline"],
                 }
                 rows.append(row)
                 print(
                     f"{p:9d} {k:9d} {q:6.2f} {row['traces_per_s']:9.0f} {row['traces_per_driver_s']:15.0f} "
-                    f"{row['mean_batch']:10.1f} {row['ess_over_n']:7.3f}",
+                    f"{row['mean_batch']:10.1f} {row['ess_over_n']:7.3f} {row['startup_seconds']:10.2f} {post.seconds:7.2f}",
                     flush=True,
                 )
     print(json.dumps({"simulator": args.simulator, "device": args.device, "runs": rows}, indent=2))

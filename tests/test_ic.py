@@ -368,6 +368,13 @@ def test_gum_cli_train_then_ic_matches_exact_posterior(gum_data, tmp_path):
     mu, ess = s["latents"]["mu"], s["ess"]
     assert_close(mu["mean"], GUM_MEAN, GUM_STD / math.sqrt(ess), "IC mu mean, 2 processes")
     assert_close(mu["std"], GUM_STD, GUM_STD / math.sqrt(2 * ess), "IC mu std, 2 processes")
+    # Where the call's time went, per driver: its stages in order, all within the call.
+    assert len(s["timeline"]) == 2
+    stages = ["booted", "network_loaded", "simulators_started", "driving", "driven", "received"]
+    for tl in s["timeline"]:
+        times = [tl[k] for k in stages]
+        assert times == sorted(times) and times[0] > 0 and times[-1] <= s["seconds"], tl
+    assert s["startup_seconds"] == max(tl["driving"] for tl in s["timeline"])
     # Per address against the prior, on held-out traces. Under N(1, 5) the prior's -log p has
     # mean 1/2 log(2 pi e 5) and std 1/sqrt(2); the exact posterior gains the mutual information
     # I(mu; obs) = 1/2 log 6 nats on average, the most any proposal can (a log ratio with std

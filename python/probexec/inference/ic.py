@@ -422,12 +422,14 @@ def _warn_if_mostly_unknown(stats: Mapping[str, Any]) -> None:
 _TRACES_DONE: Any = None
 _READY: Any = None
 _SLOT = 0
+_BOOTED = 0.0  # wall clock when this worker had imported probexec and torch
 _START_WAIT_S = 300.0  # at most this long for the other drivers to be ready
 
 
 def _count_init(counts: Any, ready: Any) -> None:
-    global _TRACES_DONE, _READY
+    global _TRACES_DONE, _READY, _BOOTED
     _TRACES_DONE, _READY = counts, ready
+    _BOOTED = time.time()
     # A driver whose engine was killed ends, and its simulators with it: it would otherwise finish
     # its share of the traces for no one and then wait for ever on the pool's task queue.
     exit_with_parent()
@@ -457,19 +459,30 @@ def _driver_process(
     device: str,
     slot: int,
     quorum: float,
+    called: float,
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
     global _SLOT
     from probexec.inference.pool import remote_pool
     from probexec.nn.checkpoint import load_checkpoint
 
     _SLOT = slot
+    # Seconds since the parent was called, at each stage of this driver's start-up and run: where
+    # a short run's time goes besides driving (`stats["timeline"]`).
+    timeline = {"booted": _BOOTED - called, "entered": time.time() - called}
     try:
         net, _ = load_checkpoint(network, simulator=simulator, device=device)
+        timeline["network_loaded"] = time.time() - called
         with remote_pool(simulator, workers=in_flight) as pool:
+            timeline["simulators_started"] = time.time() - called
             _start_together()
-            return _run_driver(
+            timeline["driving"] = time.time() - called
+            batch, q_minus_p, stats = _run_driver(
                 net, pool.models, num_traces, observe, seed, device, False, _count_trace, quorum=quorum
             )
+            timeline["driven"] = time.time() - called
+        timeline["simulators_stopped"] = time.time() - called
+        stats["timeline"] = timeline
+        return batch, q_minus_p, stats
     except BaseException:
         _READY[slot] = -1  # the others start without this one; the parent raises its error
         raise
@@ -511,7 +524,7 @@ def ic_posterior_processes(
 
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
-    t0 = time.perf_counter()
+    t0, called = time.perf_counter(), time.time()
     sizes = [num_traces // processes + (i < num_traces % processes) for i in range(processes)]
     sizes = [n for n in sizes if n]
     seeds = np.random.SeedSequence(seed).generate_state(len(sizes), dtype=np.uint64)
@@ -524,7 +537,18 @@ def ic_posterior_processes(
             jobs = [
                 pool.apply_async(
                     _driver_process,
-                    (str(network), simulator, n, dict(observe), in_flight, int(s) >> 1, device, i, quorum),
+                    (
+                        str(network),
+                        simulator,
+                        n,
+                        dict(observe),
+                        in_flight,
+                        int(s) >> 1,
+                        device,
+                        i,
+                        quorum,
+                        called,
+                    ),
                 )
                 for i, (n, s) in enumerate(zip(sizes, seeds, strict=True))
             ]
@@ -532,6 +556,7 @@ def ic_posterior_processes(
                 time.sleep(0.2)
                 bar.update(sum(counts) - bar.n)
             parts = [j.get() for j in jobs]  # raises a worker's error here
+            received = time.time() - called
             bar.update(num_traces - bar.n)
             # Let the drivers exit on their own: terminated ones (the `with` block's exit) leave
             # the pool's semaphores to the resource tracker, which warns about them at exit.
@@ -550,5 +575,9 @@ def ic_posterior_processes(
         "in_flight": sum(st["in_flight"] for _, _, st in parts),
         "processes": len(parts),
         "driver_seconds": max(st["driver_seconds"] for _, _, st in parts),
+        # Until the last driver had its network and simulators and began: on a short run this,
+        # not the driving, can be most of the call.
+        "startup_seconds": max(st["timeline"]["driving"] for _, _, st in parts),
+        "timeline": [{**st["timeline"], "received": received} for _, _, st in parts],
     }
     return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
