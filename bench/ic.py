@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from probexec.data import DatasetWriter, TraceDataset
-from probexec.inference.ic import ic_posterior, ic_posterior_processes
+from probexec.inference.ic import ic_posterior
+from probexec.inference.ic_drivers import ic_posterior_processes
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.nn import TrainOptions, train

@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 
-from probexec.inference.ic import ic_posterior_processes
+from probexec.inference.ic_drivers import ic_posterior_processes
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.simulators import get_simulator

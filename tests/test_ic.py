@@ -22,7 +22,8 @@ from conftest import assert_close, child_processes, process_alive
 from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
 from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.data.sparse import SparseRows
-from probexec.inference.ic import auto_processes, ic_posterior
+from probexec.inference.ic import ic_posterior
+from probexec.inference.ic_drivers import auto_processes
 from probexec.nn import NetworkMismatchError, TrainingError, TrainOptions, load_checkpoint, train
 from probexec.nn.checkpoint import make_optimizer
 from probexec.nn.device_draw import NormalObservation
@@ -700,7 +701,7 @@ def test_ic_cli_needs_a_network(tmp_path):
 
 _KILLED_IC_ENGINE = """
 import sys
-from probexec.inference.ic import ic_posterior_processes
+from probexec.inference.ic_drivers import ic_posterior_processes
 from probexec.simulators import get_simulator
 obs = get_simulator("gum").default_observations
 ic_posterior_processes(sys.argv[1], "gum", 10_000_000, obs, processes=2, in_flight=2, seed=0)
@@ -747,9 +748,76 @@ def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gum_quick_network(gum_data):
+def gum_quick_checkpoint(gum_data, tmp_path_factory):
+    """A GUM network, trained briefly, and its checkpoint file (for driver processes)."""
+    path = tmp_path_factory.mktemp("gum_quick") / "gum.pt"
     opts = TrainOptions(traces=30_000, batch_size=100, lr=3e-3, progress=False)
-    return train("gum", dataset=gum_data, options=opts).network
+    return path, train("gum", dataset=gum_data, output=path, options=opts).network
+
+
+@pytest.fixture(scope="module")
+def gum_quick_network(gum_quick_checkpoint):
+    return gum_quick_checkpoint[1]
+
+
+def _gum_exact(obs: list[float]) -> tuple[float, float]:
+    """GUM's posterior mean and std of mu given obs: N(1, 5) prior, N(mu, 2) per observation."""
+    var = 1.0 / (1.0 / 5.0 + len(obs) / 2.0)
+    return var * (1.0 / 5.0 + sum(obs) / 2.0), math.sqrt(var)
+
+
+def test_ic_drivers_serve_many_events_without_restarting(gum_quick_checkpoint):
+    """Amortised inference over many events: the driver processes and their simulators start
+    once and serve every event. Each event's posterior matches its exact one, and the same seed
+    on the same drivers gives the same weights, so nothing of one event leaks into the next."""
+    from probexec.inference.ic_drivers import ICDrivers
+
+    path, _ = gum_quick_checkpoint
+    with ICDrivers(path, "gum", processes=2, in_flight=3) as drivers:
+        pids = drivers.pids
+        assert len(set(pids)) == 2
+        for st in drivers.startup:
+            assert (
+                0
+                < st["booted"]
+                <= st["network_loaded"]
+                <= st["simulators_started"]
+                <= drivers.startup_seconds
+            )
+        weights = {}
+        for k, obs in enumerate(([8.0, 9.0], [0.0, 1.0], [8.0, 9.0])):
+            post = drivers.posterior(1501, {"obs": obs}, seed=7 if k != 1 else 8)
+            assert post.num_traces == 1501 and post.stats["processes"] == 2 and post.stats["in_flight"] == 6
+            assert post.stats["prior_fallbacks"] == 0
+            assert [set(t) for t in post.stats["timeline"]] == [{"driving", "driven", "received"}] * 2
+            mean, std = _gum_exact(obs)
+            ess = post.ess
+            assert ess / post.num_traces >= 0.3, (obs, ess)
+            assert_close(post["mu"].mean, mean, std / math.sqrt(ess), f"IC mu mean, obs {obs}")
+            assert_close(post["mu"].stddev, std, std / math.sqrt(2 * ess), f"IC mu std, obs {obs}")
+            weights[k] = post.log_weights
+        np.testing.assert_array_equal(weights[0], weights[2])
+        assert drivers.pids == pids and all(process_alive(p) for p in pids)
+    assert not any(process_alive(p) for p in pids)
+
+
+def test_ic_drivers_name_a_driver_that_died(gum_quick_checkpoint):
+    """A driver process killed between events (OOM killer): the next event's call stops with an
+    error naming that driver, and the other driver is stopped too."""
+    import signal
+
+    from probexec.inference.ic_drivers import DriverError, ICDrivers
+
+    path, _ = gum_quick_checkpoint
+    with ICDrivers(path, "gum", processes=2, in_flight=2) as drivers:
+        assert drivers.posterior(20, {"obs": [8.0, 9.0]}, seed=0).num_traces == 20
+        pids = drivers.pids
+        os.kill(pids[1], signal.SIGKILL)
+        with pytest.raises(DriverError, match=r"IC driver 1 of gum died \(exit code -9\)"):
+            drivers.posterior(20, {"obs": [8.0, 9.0]}, seed=1)
+        with pytest.raises(RuntimeError, match="closed"):
+            drivers.posterior(20, {"obs": [8.0, 9.0]}, seed=2)
+    assert not process_alive(pids[0])
 
 
 @pytest.mark.parametrize("quorum", [1.0, 0.5])
@@ -782,6 +850,57 @@ def test_ic_names_a_simulator_that_hangs_or_dies_among_many(gum_quick_network, q
         finally:
             for m in models:
                 m.close()
+
+
+def test_cli_posterior_over_an_events_file(gum_quick_checkpoint, tmp_path):
+    """`probexec posterior --events FILE` (FILE from `probexec simulate`): one posterior per event,
+    each matching the exact posterior of its own observations, with the event's true latent
+    alongside; for IC over two driver processes started once, and for IS."""
+    path, _ = gum_quick_checkpoint
+    events = tmp_path / "events.npz"
+    r = cli("simulate", "gum", "-n", "3", "--seed", "5", "-o", str(events))
+    assert r.returncode == 0, r.stderr
+    with np.load(events) as f:
+        obs, mu_true = f["obs"], f["mu"]
+    for engine, extra in (("ic", ["--network", str(path), "--processes", "2", "--workers", "4"]), ("is", [])):
+        out = tmp_path / engine
+        r = cli(
+            "posterior", "gum", "--engine", engine, *extra, "--events", str(events), "-n", "1500",
+            "--seed", "1", "-o", str(out), "--json",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        assert rows == [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+        assert [row["event"] for row in rows] == [0, 1, 2]
+        for i, row in enumerate(rows):
+            assert row["truth"] == {"mu": pytest.approx(float(mu_true[i]))}
+            assert (out / f"event_{i:05d}" / "posterior.npz").exists()
+            mean, std = _gum_exact(list(obs[i]))
+            ess = row["ess"]
+            assert ess / row["num_traces"] >= (0.3 if engine == "ic" else 0.05), row
+            mu = row["latents"]["mu"]
+            assert_close(mu["mean"], mean, std / math.sqrt(ess), f"{engine} event {i} mu mean")
+        if engine == "ic":
+            assert all(row["processes"] == 2 for row in rows)
+
+
+def test_cli_events_file_errors_name_the_problem(tmp_path):
+    """An events file of another simulator, one whose observation has the wrong shape, or an event
+    with NaN is refused before any simulator starts, with a message naming the problem."""
+    wrong_sim = tmp_path / "tau.npz"
+    np.savez(wrong_sim, obs=np.zeros((2, 2)), __meta__=np.array(json.dumps({"simulator": "tau_decay"})))
+    bad_shape = tmp_path / "shape.npz"
+    np.savez(bad_shape, obs=np.zeros((2, 3)))
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, obs=np.array([[8.0, 9.0], [np.nan, 1.0]]))
+    for f, message in (
+        (wrong_sim, "holds events of 'tau_decay', not of 'gum'"),
+        (bad_shape, "observation 'obs' has shape [2, 3]; expected 2 events of [2]"),
+        (nan, "event 1: observation 'obs' contains NaN"),
+        (tmp_path / "missing.npz", "does not exist"),
+    ):
+        r = cli("posterior", "gum", "--events", str(f), "-n", "10", "-o", str(tmp_path / "out"))
+        assert r.returncode != 0 and message in r.stderr, (f, r.stderr)
 
 
 def test_quorum_lets_the_other_traces_go_on_past_a_stalled_simulator(gum_quick_network):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probexec.inference.ic import ic_posterior, ic_posterior_processes
+from probexec.inference.ic import ic_posterior
+from probexec.inference.ic_drivers import ic_posterior_processes
 from probexec.nn import NetworkMismatchError
 from probexec.nn.training import build_network
 from probexec.remote import RemoteModel

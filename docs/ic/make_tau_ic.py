@@ -21,6 +21,7 @@ and RMH on held-out simulated events. Writes docs/ic/ (README.md there says what
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import time
@@ -31,7 +32,8 @@ import numpy as np
 
 from probexec.data import DatasetWriter, TraceDataset
 from probexec.inference import Posterior, run_engine
-from probexec.inference.ic import ic_posterior, ic_posterior_processes
+from probexec.inference.ic import ic_posterior
+from probexec.inference.ic_drivers import ICDrivers
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 from probexec.nn import TrainOptions, load_checkpoint, train
@@ -152,7 +154,23 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
             args.baseline_network, simulator=args.simulator, device=args.ic_device or args.device
         )
     results = []
-    with remote_pool(args.simulator, workers=max(args.in_flight, args.workers)) as pool:
+    with (
+        remote_pool(args.simulator, workers=max(args.in_flight, args.workers)) as pool,
+        contextlib.ExitStack() as stack,
+    ):
+        drivers = None
+        if (
+            args.ic_processes > 1
+        ):  # drivers in processes of their own, each with its simulators, kept for every event
+            drivers = stack.enter_context(
+                ICDrivers(
+                    net_path,
+                    args.simulator,
+                    processes=args.ic_processes,
+                    in_flight=-(-args.in_flight // args.ic_processes),
+                    device=args.ic_device or args.device,
+                )
+            )
         events = held_out_events(pool, args)
         for k, ev in enumerate(events):
             obs = {"calorimeter": ev["image"]}
@@ -161,19 +179,8 @@ def infer(work: Path, net_path: Path, args: argparse.Namespace) -> list[dict[str
                 f"event {k}: seed {ev['seed']}, tau -> {name}, p = {[round(ev['truth'][m], 2) for m in MOMENTA]}"
             )
             d = work / "events" / str(k)
-            if args.ic_processes > 1:  # drivers in processes of their own, each with its simulators
-                ic = ic_posterior_processes(
-                    net_path,
-                    args.simulator,
-                    args.n,
-                    obs,
-                    processes=args.ic_processes,
-                    in_flight=-(-args.in_flight // args.ic_processes),
-                    latents=LATENTS,
-                    seed=k,
-                    device=args.ic_device or args.device,
-                    progress=True,
-                )
+            if drivers is not None:
+                ic = drivers.posterior(args.n, obs, latents=LATENTS, seed=k, progress=True)
             else:
                 ic = in_process_ic(net, pool, obs, k, args)
             posts = {"ic": ic}

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -241,18 +242,101 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 
 
 def _cmd_posterior(args: argparse.Namespace) -> int:
-    from probexec.inference import run_engine
-    from probexec.inference.pool import PoolExhaustedError, remote_pool
+    from probexec.inference.pool import PoolExhaustedError
     from probexec.inference.rmh import save_chain_states
     from probexec.simulators import get_simulator
 
     info = get_simulator(args.simulator)
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
+    if args.events:
+        return _posterior_events(args, info)
     observe = _observations(args, info)  # checked before any simulator starts
-    options: dict[str, Any] = {"seed": args.seed, "progress": not args.quiet, "latents": list(info.latents)}
+    try:
+        with _posterior_runner(args, info, [observe], single=True) as run:
+            posterior = run(observe, args.seed)
+    except PoolExhaustedError as e:
+        print(f"probexec: {e}", file=sys.stderr)
+        return 1
+    out = posterior.save(args.output)
+    if args.engine == "rmh":
+        save_chain_states(posterior.chain_states or [], out / "rmh_state.npz")
+    _note_prior_fallbacks(args, posterior)
+    return _report_posterior(args, posterior, out)
+
+
+def _posterior_events(args: argparse.Namespace, info: Any) -> int:
+    """`--events FILE`: one posterior per event, the simulators (and for IC the network and its
+    driver processes) started once for all of them: amortised inference pays its start-up once."""
+    from pathlib import Path
+
+    from probexec.conditioning import load_events
+    from probexec.inference.pool import PoolExhaustedError
+
+    if args.resume:
+        raise ValueError("--resume continues one event's RMH chains; it does not go with --events")
+    events, truths = load_events(args.events, info.name, info.observed, list(info.latents))
+    base = _observations(args, info)  # --observe and --observe-file hold for every event
+    events = [{**base, **e} for e in events]
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        with (
+            _posterior_runner(args, info, events, single=False) as run,
+            open(out / "events.jsonl", "w") as log,
+        ):
+            for i, (observe, truth) in enumerate(zip(events, truths, strict=True)):
+                posterior = run(observe, None if args.seed is None else args.seed + i)
+                where = posterior.save(out / f"event_{i:05d}")
+                _note_prior_fallbacks(args, posterior)
+                row = {"event": i, "truth": truth, "output": str(where), **posterior.summary()}
+                log.write(strict_json(row) + "\n")
+                log.flush()
+                if args.json:
+                    print(strict_json(row), flush=True)
+                elif not args.quiet:
+                    print(_event_line(i, args.engine, posterior, truth), flush=True)
+    except PoolExhaustedError as e:
+        print(f"probexec: {e}", file=sys.stderr)
+        return 1
+    if not args.json:
+        secs = time.perf_counter() - t0
+        print(f"{len(events)} events in {secs:.1f} s; wrote {out}/event_*/ and {out / 'events.jsonl'}")
+    return 0
+
+
+def _event_line(i: int, engine: str, posterior: Any, truth: dict[str, Any]) -> str:
+    """One event's scalar latents as mean ± std, with the truth where the events file had it."""
+    shown = []
+    for name, s in posterior.summary()["latents"].items():
+        if isinstance(s["mean"], float):
+            t = truth.get(name)
+            shown.append(
+                f"{name} {s['mean']:.3g} ± {s['std']:.3g}"
+                + (f" (truth {t:.3g})" if isinstance(t, float) else "")
+            )
+    return (
+        f"event {i}: {engine} {posterior.num_traces} traces, ESS {posterior.ess:.0f}, {posterior.seconds:.1f} s; "
+        + ", ".join(shown)
+    )
+
+
+@contextlib.contextmanager
+def _posterior_runner(
+    args: argparse.Namespace, info: Any, events: list[dict[str, np.ndarray]], single: bool
+) -> Iterator[Callable[[dict[str, np.ndarray], int | None], Any]]:
+    """`run(observe, seed) -> Posterior` for the chosen engine, with its simulators (for IC also the
+    network, and driver processes) started on entering and stopped on leaving, so that every event
+    run within shares them."""
+    from probexec.inference import run_engine
+    from probexec.inference.pool import remote_pool
+
     if args.engine == "ic":
-        return _posterior_ic(args, info, observe)
+        with _ic_runner(args, info, events, single) as run:
+            yield run
+        return
+    options: dict[str, Any] = {"progress": not args.quiet, "latents": list(info.latents)}
     if args.engine == "rmh":
         workers = args.workers or min(args.chains, usable_cores())
         options.update(chains=args.chains, burn_in=args.burn_in, thinning=args.thinning, resume=args.resume)
@@ -266,16 +350,64 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     else:
         workers = args.workers or usable_cores()
         options.update(likelihood_importance=args.likelihood_importance)
-    try:
-        with remote_pool(args.simulator, workers=workers) as pool:
-            posterior = run_engine(pool, args.engine, args.n, observe, **options)
-    except PoolExhaustedError as e:
-        print(f"probexec: {e}", file=sys.stderr)
-        return 1
-    out = posterior.save(args.output)
-    if args.engine == "rmh":
-        save_chain_states(posterior.chain_states or [], out / "rmh_state.npz")
-    return _report_posterior(args, posterior, out)
+    with remote_pool(args.simulator, workers=workers) as pool:
+        yield lambda observe, seed: run_engine(pool, args.engine, args.n, observe, seed=seed, **options)
+
+
+@contextlib.contextmanager
+def _ic_runner(
+    args: argparse.Namespace, info: Any, events: list[dict[str, np.ndarray]], single: bool
+) -> Iterator[Callable[[dict[str, np.ndarray], int | None], Any]]:
+    """Importance sampling with a trained proposal network, many simulators in flight: in this
+    process, or over driver processes (`--processes`)."""
+    from probexec.inference.ic import ic_posterior
+    from probexec.inference.ic_drivers import ICDrivers, auto_processes, ic_posterior_processes
+    from probexec.inference.pool import remote_pool
+    from probexec.nn import load_checkpoint
+
+    if not args.network:
+        raise ValueError("--engine ic needs --network NET (made by `probexec train`)")
+    if args.processes == "auto":
+        processes = auto_processes(args.n * len(events), usable_cores())
+    else:
+        processes = int(args.processes) if args.processes.isdigit() else 0
+        if processes < 1:
+            raise ValueError(
+                f"--processes is a number of driver processes (1 or more) or 'auto', not {args.processes!r}"
+            )
+    shapes = {name: np.shape(v) for name, v in events[0].items()}
+    shapes.update({n: s for n, s in info.observed.items() if n in events[0]})
+    device = args.device or "cpu"
+    # Loaded here also when driver processes load their own copy: a mismatch is reported once.
+    net, _ = load_checkpoint(args.network, simulator=info.name, observations=shapes, device=device)
+    in_flight = args.workers or (16 if processes == 1 else 32 * processes)
+    per_driver = -(-in_flight // processes)
+    common = {"latents": list(info.latents), "progress": not args.quiet, "quorum": args.quorum}
+    if processes > 1 and single:  # one event: its start-up is part of its call (and its timeline)
+        yield lambda observe, seed: ic_posterior_processes(
+            args.network, info.name, args.n, observe, processes=processes, in_flight=per_driver,
+            seed=seed, device=device, **common,
+        )  # fmt: skip
+    elif processes > 1:
+        del net  # each driver has its own copy
+        with ICDrivers(
+            args.network, info.name, processes=processes, in_flight=per_driver, device=device
+        ) as d:
+            yield lambda observe, seed: d.posterior(args.n, observe, seed=seed, **common)
+    else:
+        with remote_pool(info.name, workers=in_flight) as pool:
+            yield lambda observe, seed: ic_posterior(
+                net, pool.models, args.n, observe, seed=seed, device=device, **common
+            )
+
+
+def _note_prior_fallbacks(args: argparse.Namespace, posterior: Any) -> None:
+    if posterior.stats.get("prior_fallbacks") and not args.quiet:
+        print(
+            f"note: {posterior.stats['prior_fallbacks']} draws at addresses the network has not seen were drawn from the prior: "
+            + ", ".join(posterior.stats["unknown_addresses"][:10]),
+            file=sys.stderr,
+        )
 
 
 def _report_posterior(args: argparse.Namespace, posterior: Any, out: Any) -> int:
@@ -290,65 +422,6 @@ def _report_posterior(args: argparse.Namespace, posterior: Any, out: Any) -> int
             print(f"  {name}: mean {s['mean']}, std {s['std']}")
         print(f"wrote {out}")
     return 0
-
-
-def _posterior_ic(args: argparse.Namespace, info: Any, observe: dict[str, np.ndarray]) -> int:
-    """Importance sampling with a trained proposal network, many simulators in flight."""
-    from probexec.inference.ic import auto_processes, ic_posterior, ic_posterior_processes
-    from probexec.inference.pool import remote_pool
-    from probexec.nn import load_checkpoint
-
-    if not args.network:
-        raise ValueError("--engine ic needs --network NET (made by `probexec train`)")
-    if args.processes == "auto":
-        processes = auto_processes(args.n, usable_cores())
-    else:
-        processes = int(args.processes) if args.processes.isdigit() else 0
-        if processes < 1:
-            raise ValueError(
-                f"--processes is a number of driver processes (1 or more) or 'auto', not {args.processes!r}"
-            )
-    shapes = {name: np.shape(v) for name, v in observe.items()}
-    shapes.update({n: s for n, s in info.observed.items() if n in observe})
-    device = args.device or "cpu"
-    # Loaded here also when driver processes load their own copy: a mismatch is reported once.
-    net, _ = load_checkpoint(args.network, simulator=info.name, observations=shapes, device=device)
-    in_flight = args.workers or (16 if processes == 1 else 32 * processes)
-    if processes > 1:
-        posterior = ic_posterior_processes(
-            args.network,
-            info.name,
-            args.n,
-            observe,
-            processes=processes,
-            in_flight=-(-in_flight // processes),
-            latents=list(info.latents),
-            seed=args.seed,
-            device=device,
-            progress=not args.quiet,
-            quorum=args.quorum,
-        )
-    else:
-        with remote_pool(info.name, workers=in_flight) as pool:
-            posterior = ic_posterior(
-                net,
-                pool.models,
-                args.n,
-                observe,
-                latents=list(info.latents),
-                seed=args.seed,
-                device=device,
-                progress=not args.quiet,
-                quorum=args.quorum,
-            )
-    out = posterior.save(args.output)
-    if posterior.stats["prior_fallbacks"] and not args.quiet:
-        print(
-            f"note: {posterior.stats['prior_fallbacks']} draws at addresses the network has not seen were drawn from the prior: "
-            + ", ".join(posterior.stats["unknown_addresses"][:10]),
-            file=sys.stderr,
-        )
-    return _report_posterior(args, posterior, out)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -585,6 +658,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--observe", action="append", metavar="NAME=VALUE", help="e.g. obs=8,9 or obs=[8,9] (repeatable)"
     )
     s.add_argument("--observe-file", help=".npz or .json of observations by name")
+    s.add_argument(
+        "--events",
+        metavar="FILE.npz",
+        help="one posterior per event of FILE (as `probexec simulate` writes: each observation with "
+        "the events on its first axis), the simulators and any IC drivers started once: -o DIR gets "
+        "DIR/event_NNNNN/ per event and DIR/events.jsonl (with each event's true latents if FILE has "
+        "them); event i gets seed --seed + i",
+    )
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--chains", type=int, default=4)
     s.add_argument("--burn-in", type=int, default=500)
@@ -616,7 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulator processes (ic: traces in flight, default 16 for one driver, 32 per driver)",
     )
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument(
+        "--json", action="store_true", help="print one JSON object (with --events: a line per event)"
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_posterior)
 

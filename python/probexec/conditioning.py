@@ -77,3 +77,49 @@ def check_observations(
             raise ObservationError(f"observation {name!r} contains NaN or infinity: {v.tolist()}")
         out[name] = v
     return out
+
+
+def load_events(
+    path: str | Path, model: str, observed: Mapping[str, tuple[int, ...]], latents: Sequence[str]
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, Any]]]:
+    """Many events to infer, from a `.npz` with one array per observation whose first axis counts
+    the events: what `probexec simulate` writes (it also holds each event's latents, returned as
+    its truth, and a `__meta__` naming the simulator, which must be `model`). Returns per event
+    its observations (checked, as `check_observations`) and its true latents where the file has
+    them (NaN where an event lacks one). An event with NaN in an observation is named, not run."""
+    p = Path(path)
+    if not p.exists():
+        raise ObservationError(f"events file {p} does not exist")
+    if p.suffix != ".npz":
+        raise ObservationError(f"events file {p}: use an .npz (as `probexec simulate` writes)")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ObservationError(f"cannot read events from {p}: {e}") from None
+    if "__meta__" in arrays:
+        meta = json.loads(str(arrays.pop("__meta__")))
+        if meta.get("simulator") not in (None, model):
+            raise ObservationError(f"{p} holds events of {meta['simulator']!r}, not of {model!r}")
+    names = [n for n in observed if n in arrays]
+    if not names:
+        raise ObservationError(
+            f"{p} has none of the observations of {model!r} ({', '.join(observed)}); it has {', '.join(arrays)}"
+        )
+    count = len(arrays[names[0]])
+    for n in names:
+        shape = (count, *observed[n]) if observed[n] else None
+        a = arrays[n]
+        if len(a) != count or (shape is not None and a.size != int(np.prod(shape))):
+            raise ObservationError(
+                f"{p}: observation {n!r} has shape {list(a.shape)}; expected {count} events of "
+                f"{list(observed[n])} (the first array, {names[0]!r}, has {count})"
+            )
+    events, truths = [], []
+    for i in range(count):
+        try:
+            events.append(check_observations({n: arrays[n][i] for n in names}, dict(observed), model))
+        except ObservationError as e:
+            raise ObservationError(f"{p}, event {i}: {e}") from None
+        truths.append({n: np.asarray(arrays[n][i]).tolist() for n in latents if n in arrays})
+    return events, truths
