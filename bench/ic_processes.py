@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
+from probexec.cores import usable_cores
 from probexec.inference.ic_drivers import ic_posterior_processes
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
@@ -46,7 +46,7 @@ def main() -> None:
         event = sample_prior(pool, 1, seed=args.seed, mode="stream", progress=False)
     observe = {o: event.values_of(o)[0] for o in info.observed}
     rows = []
-    print(f"{args.simulator}, {os.cpu_count()} cores, network on {args.device}, {args.traces} traces each")
+    print(f"{args.simulator}, {usable_cores()} cores, network on {args.device}, {args.traces} traces each")
     print(
         f"{'processes':>9} {'in flight':>9} {'quorum':>6} {'traces/s':>9} {'driver traces/s':>15} "
         f"{'mean batch':>10} {'ESS/N':>7} {'start-up s':>10} {'call s':>7}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from probexec.cores import usable_cores
 from probexec.inference.ic import ic_posterior
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
@@ -82,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     info = get_simulator(args.simulator)
     print(
-        f"{args.simulator}, {os.cpu_count()} cores, {args.in_flight} simulators, {args.traces} traces a run"
+        f"{args.simulator}, {usable_cores()} cores, {args.in_flight} simulators, {args.traces} traces a run"
     )
     rows: dict[str, dict[bool, list[float]]] = {}
     cpu: dict[str, dict[bool, list[float]]] = {}
@@ -126,7 +126,7 @@ def main() -> None:
     same = same_traces(kept[False], kept[True])
     print(f"round trips per trace: {trips[False]:.2f} with tag replies, {trips[True]:.2f} with local tags")
     print(f"same traces both ways (same seed): {same}")
-    out: dict[str, Any] = {"simulator": args.simulator, "cores": os.cpu_count(), "round_trips": trips}
+    out: dict[str, Any] = {"simulator": args.simulator, "cores": usable_cores(), "round_trips": trips}
     for what, table, fmt in (("traces/s", rows, "6.0f"), ("engine CPU ms/trace", cpu, "6.2f")):
         print(f"{what:<20} {'tag replies':>22} {'local tags':>22} {'ratio':>6}")
         for work, by in table.items():

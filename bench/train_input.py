@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from probexec.cores import usable_cores
 from probexec.data import DatasetWriter, TraceDataset
 from probexec.data.batch_process import PipelineConfig, Plan, epoch_minibatches, epoch_rng
 from probexec.nn.batcher import BatchProcess, EpochFeed, PreparedBatch
@@ -180,7 +181,7 @@ def main() -> None:
         print(
             f"{ds.simulator}: {ds.num_traces} traces in {len(ds.shards)} shards, batch {args.batch_size}, "
             f"{args.read_workers} reader(s), {args.epochs} epoch(s), device {device}, "
-            f"draw on device {draw_on_device}, step {args.step_ms} ms, {os.cpu_count()} cores",
+            f"draw on device {draw_on_device}, step {args.step_ms} ms, {usable_cores()} cores",
             flush=True,
         )
         results: dict[str, Any] = {}

@@ -797,6 +797,10 @@ def test_ic_drivers_serve_many_events_without_restarting(gum_quick_checkpoint):
             assert_close(post["mu"].stddev, std, std / math.sqrt(2 * ess), f"IC mu std, obs {obs}")
             weights[k] = post.log_weights
         np.testing.assert_array_equal(weights[0], weights[2])
+        # A bad argument is refused without costing the drivers.
+        with pytest.raises(ValueError, match="quorum"):
+            drivers.posterior(10, {"obs": [8.0, 9.0]}, quorum=0.0)
+        assert drivers.posterior(3, {"obs": [8.0, 9.0]}, seed=1).num_traces == 3
         assert drivers.pids == pids and all(process_alive(p) for p in pids)
     assert not any(process_alive(p) for p in pids)
 

@@ -206,6 +206,11 @@ class ICDrivers:
         the same per-driver seeds."""
         if not self._procs:
             raise RuntimeError("these IC drivers are closed")
+        # Checked here, not in the drivers: a bad argument should not cost the drivers.
+        if num_traces < 1:
+            raise ValueError(f"num_traces must be at least 1, got {num_traces}")
+        if not 0.0 < quorum <= 1.0:
+            raise ValueError(f"quorum is a share of the traces in flight, in (0, 1]; got {quorum}")
         t0, called = time.perf_counter(), time.time()
         n = self.processes
         sizes = [num_traces // n + (i < num_traces % n) for i in range(n)]
