@@ -295,8 +295,10 @@ def ic_posterior_processes(
     from this call; `startup_seconds` is when the last driver began its traces."""
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
+    if num_traces < 1:
+        raise ValueError(f"num_traces must be at least 1, got {num_traces}")
     t0 = time.perf_counter()
-    processes = max(1, min(processes, num_traces))  # a driver with no traces is not started
+    processes = min(processes, num_traces)  # a driver with no traces is not started
     with ICDrivers(network, simulator, processes=processes, in_flight=in_flight, device=device) as drivers:
         post = drivers.posterior(
             num_traces, observe, latents=latents, seed=seed, progress=progress, quorum=quorum
