@@ -293,12 +293,10 @@ def ic_posterior_processes(
     """IC of one event with `processes` driver processes started for it (`ICDrivers`, closed at
     the end). Its stats' `timeline` holds each driver's start-up stages as well, all in seconds
     from this call; `startup_seconds` is when the last driver began its traces."""
-    if processes < 1:
-        raise ValueError(f"processes must be at least 1, got {processes}")
     if num_traces < 1:
         raise ValueError(f"num_traces must be at least 1, got {num_traces}")
     t0 = time.perf_counter()
-    processes = min(processes, num_traces)  # a driver with no traces is not started
+    processes = min(processes, num_traces)  # a driver with no traces is not started; ICDrivers checks >= 1
     with ICDrivers(network, simulator, processes=processes, in_flight=in_flight, device=device) as drivers:
         post = drivers.posterior(
             num_traces, observe, latents=latents, seed=seed, progress=progress, quorum=quorum
