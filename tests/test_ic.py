@@ -786,8 +786,8 @@ def test_ic_drivers_serve_many_events_without_restarting(gum_quick_checkpoint):
             )
         weights = {}
         for k, obs in enumerate(([8.0, 9.0], [0.0, 1.0], [8.0, 9.0])):
-            post = drivers.posterior(1501, {"obs": obs}, seed=7 if k != 1 else 8)
-            assert post.num_traces == 1501 and post.stats["processes"] == 2 and post.stats["in_flight"] == 6
+            post = drivers.posterior(3001, {"obs": obs}, seed=7 if k != 1 else 8)
+            assert post.num_traces == 3001 and post.stats["processes"] == 2 and post.stats["in_flight"] == 6
             assert post.stats["prior_fallbacks"] == 0
             assert [set(t) for t in post.stats["timeline"]] == [{"driving", "driven", "received"}] * 2
             mean, std = _gum_exact(obs)
