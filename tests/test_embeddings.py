@@ -158,3 +158,53 @@ def test_a_norm_for_every_observation_applies_to_the_cnn_ones() -> None:
     assert {s.name: s.norm for s in observation_specs("tau_decay", groups, named)}["calorimeter"] == "running"
     with pytest.raises(ValueError, match="unknown norm 'cnv'"):
         ObservationSpec("calorimeter", SHAPE, norm="cnv").resolved()
+
+
+def _old_order_body(dims: int, norm: str) -> torch.nn.Sequential:
+    """The CNN body as it was built before pooling moved ahead of the ReLU: conv, norm, ReLU,
+    pool per layer, with plain torch layers (what older checkpoints were trained with)."""
+    conv = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
+    pool = torch.nn.MaxPool3d if dims == 3 else torch.nn.MaxPool2d
+    layers: list[torch.nn.Module] = []
+    c_in = 1
+    for c in (8, 16, 32):
+        layers += [conv(c_in, c, 3, padding=1)]
+        layers += [torch.nn.GroupNorm(min(4, c), c)] if norm == "group" else []
+        layers += [torch.nn.ReLU(), pool(2)]
+        c_in = c
+    return torch.nn.Sequential(*layers, torch.nn.Flatten())
+
+
+@pytest.mark.parametrize(("shape", "norm"), [(SHAPE, "none"), (SHAPE, "group"), ((24, 24), "none")])
+def test_older_checkpoints_embed_alike_in_either_layout(shape: tuple[int, ...], norm: str) -> None:
+    """A CNN embedding's state from before (ReLU ahead of pooling) loads into today's layers
+    under the same keys and embeds every image as before, with the same gradients, whether the
+    convolutions run channels-last (the CPU default) or in the standard layout."""
+    from probexec.nn.embeddings import set_conv_layout
+
+    torch.manual_seed(3)
+    kind = "cnn3d" if len(shape) == 3 else "cnn2d"
+    new = ObservationEmbedding(ObservationSpec("image", shape, kind, "none", norm), 16)
+    old_body = _old_order_body(len(shape), norm)
+    # The old body's state under the new body's keys: same names, no key left over either way.
+    state = {f"net.0.{k}": v for k, v in old_body.state_dict().items()}
+    assert set(state) == {k for k in new.state_dict() if k.startswith("net.0.")}
+    new.load_state_dict({**new.state_dict(), **state}, strict=True)
+    x = torch.randn(6, *shape) + 0.3
+    ref = old_body(x.unsqueeze(1))
+    ref.square().sum().backward()
+    ref_grads = [p.grad.clone() for p in old_body.parameters()]
+    body = new.net[0]
+    for layout in ("contiguous", "channels_last", "auto"):
+        set_conv_layout(new, layout)
+        new.zero_grad(set_to_none=True)
+        out = body(x.unsqueeze(1))
+        out.square().sum().backward()
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5), layout
+        for g, p in zip(ref_grads, body.parameters(), strict=True):
+            assert p.grad is not None and p.grad.shape == g.shape
+            torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-4 * float(g.abs().max()))
+        # The parameters keep the standard layout: the copy into channels-last is per call.
+        assert all(p.is_contiguous() for p in body.parameters())
+    with pytest.raises(ValueError, match="unknown convolution layout 'nhwc'"):
+        set_conv_layout(new, "nhwc")

@@ -470,6 +470,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.pretrain_latents
         else None,
         pretrain_traces=args.pretrain_traces,
+        conv_layout=args.conv_layout,
     )
     out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
@@ -755,6 +756,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrain-traces", type=int, default=40_000, help="traces gathered for pretraining (default 40000)"
     )
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.add_argument(
+        "--conv-layout",
+        choices=["auto", "contiguous", "channels_last"],
+        default="auto",
+        help="memory layout of the CNN embeddings' convolutions (auto: channels-last on the CPU); "
+        "speed only, the results are the same",
+    )
     s.add_argument(
         "--read-workers",
         type=int,

@@ -147,10 +147,56 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(4, channels), channels)
 
 
+LAYOUTS = ("auto", "contiguous", "channels_last")
+
+
+def _channels_last_here(layout: str, x: Tensor) -> bool:
+    """Whether a convolution runs channels-last: `auto` does on the CPU, where oneDNN's
+    channels-last kernels ran the tau 3D CNN's forward and backward 2.3x as fast (`bench/
+    conv_embedding.py`), and not on CUDA, where that is still to be measured."""
+    if layout == "auto":
+        return x.device.type == "cpu"
+    return layout == "channels_last"
+
+
+class _Conv:
+    """A convolution that may run channels-last (`_channels_last_here`). The parameter keeps the
+    standard layout, so checkpoints, optimizer state and gradients are as before; the copy into
+    channels-last is one small op per layer.
+
+    `to(memory_format=)`, not `contiguous(memory_format=)`: with one input channel a standard
+    weight already counts as channels-last-contiguous and `contiguous` returns it as is, so the
+    first (and largest) layer would not switch."""
+
+    layout = "auto"
+    memory_format: torch.memory_format
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _channels_last_here(self.layout, x):
+            return self._conv_forward(x, self.weight, self.bias)  # type: ignore[attr-defined]
+        fmt = self.memory_format
+        return self._conv_forward(  # type: ignore[attr-defined]
+            x.to(memory_format=fmt),
+            self.weight.to(memory_format=fmt),
+            self.bias,  # type: ignore[attr-defined]
+        )
+
+
+class _Conv3d(_Conv, nn.Conv3d):
+    memory_format = torch.channels_last_3d
+
+
+class _Conv2d(_Conv, nn.Conv2d):
+    memory_format = torch.channels_last
+
+
 def _conv_stack(
     dims: int, channels: tuple[int, ...], shape: tuple[int, ...], norm_kind: str = "none"
 ) -> tuple[nn.Sequential, int]:
-    conv = nn.Conv3d if dims == 3 else nn.Conv2d
+    """Convolution, norm (if any), max-pool, ReLU per layer. Pooling before the ReLU computes the
+    same (max and ReLU commute) on an eighth of the values; the parameters keep the indices they
+    had when the ReLU came first, so older checkpoints load and propose alike."""
+    conv = _Conv3d if dims == 3 else _Conv2d
     pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
     by_kind = {
         "batch": (_Batch2d, _Batch3d),
@@ -163,12 +209,24 @@ def _conv_stack(
     layers: list[nn.Module] = []
     c_in, size = 1, list(shape)
     for c in channels:
-        layers += [conv(c_in, c, 3, padding=1), *([norm(c)] if batch_norm else []), nn.ReLU()]
+        layers += [conv(c_in, c, 3, padding=1), *([norm(c)] if batch_norm else [])]
         if min(size) >= 2:
             layers.append(pool(2))
             size = [s // 2 for s in size]
+        layers.append(nn.ReLU())
         c_in = c
     return nn.Sequential(*layers, nn.Flatten()), c_in * math.prod(size)
+
+
+def set_conv_layout(module: nn.Module, layout: str) -> None:
+    """Sets the memory layout every CNN embedding in `module` (a network or one embedding) runs
+    its convolutions in: "auto" (channels-last on the CPU only), "contiguous" or
+    "channels_last". It changes speed, not results; it is not saved in checkpoints."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown convolution layout {layout!r} (one of {LAYOUTS})")
+    for m in module.modules():
+        if isinstance(m, _Conv):
+            m.layout = layout
 
 
 class ObservationEmbedding(nn.Module):

@@ -41,7 +41,8 @@ from probexec.nn.checkpoint import (
     make_optimizer,
     save_checkpoint,
 )
-from probexec.nn.embeddings import ObservationSpec
+from probexec.nn.embeddings import LAYOUTS as CONV_LAYOUTS
+from probexec.nn.embeddings import ObservationSpec, set_conv_layout
 from probexec.nn.network import NetworkConfig, ProposalLSTM
 from probexec.nn.pretrain import pretrain_embedding
 
@@ -111,6 +112,9 @@ class TrainOptions:
     pretrain_steps: int = 0
     pretrain_latents: tuple[str, ...] | None = None
     pretrain_traces: int = 40_000
+    # Memory layout of the CNN embeddings' convolutions (`embeddings.set_conv_layout`): "auto" runs
+    # them channels-last on the CPU only. Speed, not results; not saved in the checkpoint.
+    conv_layout: str = "auto"
 
 
 @dataclass
@@ -292,6 +296,8 @@ def train(
         raise ValueError("train needs exactly one of dataset= (offline) or pool= (online)")
     if pool is not None and opt.traces is None:
         raise ValueError("online training needs a trace budget (traces=)")
+    if opt.conv_layout not in CONV_LAYOUTS:
+        raise ValueError(f"unknown conv_layout {opt.conv_layout!r} (one of {CONV_LAYOUTS})")
     if opt.types_per_step < 1:
         raise ValueError(f"types_per_step must be at least 1, not {opt.types_per_step}")
     if opt.pretrain_steps < 0:
@@ -425,9 +431,11 @@ def _train(
         layouts = [t.layout for t in dataset.trace_types().values()] if dataset is not None else []
         network = build_network(simulator, sample, layouts, **opt.config_overrides)
         network.to(device)
+        set_conv_layout(network, opt.conv_layout)
         if opt.pretrain_steps and rank == 0:
             state["pretrain"] = _pretrain(network, dataset, pool, opt)
     network.to(device)
+    set_conv_layout(network, opt.conv_layout)
     if world > 1:
         if pool is not None:
             raise ValueError("distributed training reads a dataset; online training runs on one process")
