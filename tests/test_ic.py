@@ -478,6 +478,12 @@ def test_types_per_step_sums_several_minibatches_into_one_step(tmp_path):
         train("branching", dataset=ds, options=TrainOptions(types_per_step=0, **opts))
 
 
+def test_train_refuses_an_unknown_conv_layout_before_it_starts(tmp_path):
+    ds = make_dataset(tmp_path / "b", "branching", 200)
+    with pytest.raises(ValueError, match="unknown conv_layout 'nhwc'"):
+        train("branching", dataset=ds, options=TrainOptions(conv_layout="nhwc", progress=False))
+
+
 def test_new_addresses_keep_the_optimizer_state_of_old_ones(tmp_path):
     ds = make_dataset(tmp_path / "b", "branching", 3000)
     groups = list(minibatches(ds.iter_groups(), 64, rng=np.random.default_rng(0)))

@@ -18,6 +18,10 @@ export IC_PROCS=${IC_PROCS:-8} IC_DEVICE=${IC_DEVICE:-cpu} N=${N:-2000} RMH=${RM
 # The optimizer step with a group per address against one group, on CUDA (a few seconds).
 timeout 120 python3 bench/optimizer_groups.py --train-traces 0 >"$OUT/optimizer_groups.log" 2>&1
 tail -3 "$OUT/optimizer_groups.log" | head -2
+# The calorimeter CNN in the standard layout against channels-last, ReLU before or after pooling,
+# on CUDA (a few seconds): whether `--conv-layout auto` should go channels-last there too.
+timeout 120 python3 bench/conv_embedding.py --device cuda --skip-training --batch-sizes 256 512 1024 >"$OUT/conv_embedding.log" 2>&1
+grep "batch" "$OUT/conv_embedding.log"
 export OBS_NORM=${OBS_NORM:-}
 echo "tau starts at $(date +%s)"
 timeout "${TAU_LIMIT:-420}" bash docs/ic/gpu/tau.sh >"$OUT/tau.log" 2>&1
