@@ -2,9 +2,10 @@
 
 A tau-decay minibatch of 512 traces needs 12.5 M Gaussian draws for its calorimeter images. On
 the batch-making thread that is about a tenth of a second of NumPy, slower than a GPU trains on
-the batch; on the GPU it is a few microseconds. So on CUDA a batch carries each such observation
-as its sparse mean and stddev (`SparseRows`, ~2 kB per image instead of 98 kB dense), and the
-image is made and its noise drawn where the network runs.
+the batch; on the GPU it is a few microseconds. So a batch carries each such observation as its
+sparse mean and stddev (`SparseRows`, ~2 kB per image instead of 98 kB dense), and the image is
+made and its noise drawn where the network runs. On the CPU too: torch draws them a few times
+faster than NumPy, and the batch thread then no longer competes with training for the cores.
 """
 
 from __future__ import annotations
