@@ -29,6 +29,15 @@ echo "tau ends at $(date +%s): $(cat "$WORK/DONE" 2>/dev/null)"
 for f in summary.json tau.csv tau_posteriors.png tau_training.png tau.done data.done; do cp "$WORK/$f" "$OUT/" 2>/dev/null; done
 cat "$WORK"/prior-*.json >"$OUT/prior.jsonl" 2>/dev/null
 tail -30 "$OUT/tau.log" | tr '\r' '\n' | tail -30
+# Where a training step's time goes on CUDA: CPU and GPU ms per step, launches, calls that wait
+# for the GPU (torch.profiler and the sync debug mode), at the run's batch and at 2048.
+if [ -f "$WORK/data.done" ]; then
+  for b in $BATCH 2048; do
+    timeout 150 python3 bench/train_step_profile.py --data "$WORK/data" --simulator "$SIM" --device cuda \
+      --batch-size $b --steps 40 >"$OUT/train_step_$b.log" 2>&1
+    grep -v '^{' "$OUT/train_step_$b.log" | tail -20
+  done
+fi
 if [ -f "$WORK/tau.pt" ]; then
   timeout "${SWEEP_LIMIT:-110}" python3 bench/ic_processes.py --network "$WORK/tau.pt" --simulator "$SIM" \
     --processes ${SWEEP_PROCS:-4 8} --per-process ${SWEEP_K:-32} --quorum ${SWEEP_QUORUM:-1 0.75} --traces "${SWEEP_N:-3000}" >"$OUT/ic_processes.log" 2>&1
