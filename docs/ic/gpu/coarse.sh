@@ -20,7 +20,7 @@ timeout 120 python3 bench/optimizer_groups.py --train-traces 0 >"$OUT/optimizer_
 tail -3 "$OUT/optimizer_groups.log" | head -2
 # The calorimeter CNN in the standard layout against channels-last, ReLU before or after pooling,
 # on CUDA (a few seconds): whether `--conv-layout auto` should go channels-last there too.
-timeout 120 python3 bench/conv_embedding.py --device cuda --skip-training --batch-sizes 256 512 1024 >"$OUT/conv_embedding.log" 2>&1
+timeout 60 python3 bench/conv_embedding.py --device cuda --skip-training --batch-sizes 256 512 1024 >"$OUT/conv_embedding.log" 2>&1
 grep "batch" "$OUT/conv_embedding.log"
 export OBS_NORM=${OBS_NORM:-}
 echo "tau starts at $(date +%s)"
@@ -32,8 +32,8 @@ tail -30 "$OUT/tau.log" | tr '\r' '\n' | tail -30
 # Where a training step's time goes on CUDA: CPU and GPU ms per step, launches, calls that wait
 # for the GPU (torch.profiler and the sync debug mode), at the run's batch and at 2048.
 if [ -f "$WORK/data.done" ]; then
-  for b in $BATCH 2048; do
-    timeout 150 python3 bench/train_step_profile.py --data "$WORK/data" --simulator "$SIM" --device cuda \
+  for b in ${PROFILE_BATCHES:-$BATCH 2048}; do
+    timeout 60 python3 bench/train_step_profile.py --data "$WORK/data" --simulator "$SIM" --device cuda \
       --batch-size $b --steps 40 >"$OUT/train_step_$b.log" 2>&1
     grep -v '^{' "$OUT/train_step_$b.log" | tail -20
   done
