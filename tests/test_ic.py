@@ -484,6 +484,20 @@ def test_train_refuses_an_unknown_conv_layout_before_it_starts(tmp_path):
         train("branching", dataset=ds, options=TrainOptions(conv_layout="nhwc", progress=False))
 
 
+def test_cpu_training_threads_leave_cores_to_simulators_and_ranks(monkeypatch):
+    """Offline training takes every usable core, split among the ranks of a distributed run so
+    that two ranks on a node do not spin against each other; online training leaves half of
+    them to the simulators."""
+    from probexec.nn import training
+
+    monkeypatch.setattr(training, "usable_cores", lambda: 8)
+    assert training.default_threads(online=False) == 8
+    assert training.default_threads(online=False, world=2) == 4
+    assert training.default_threads(online=True) == 4
+    monkeypatch.setattr(training, "usable_cores", lambda: 1)
+    assert training.default_threads(online=True) == training.default_threads(online=False, world=2) == 1
+
+
 def test_new_addresses_keep_the_optimizer_state_of_old_ones(tmp_path):
     ds = make_dataset(tmp_path / "b", "branching", 3000)
     groups = list(minibatches(ds.iter_groups(), 64, rng=np.random.default_rng(0)))

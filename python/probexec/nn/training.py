@@ -83,8 +83,9 @@ class TrainOptions:
     log_every: int = 20  # steps
     progress: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
-    # CPU threads for torch. Default: half the cores, because the batch-making thread and (online)
-    # the simulators need the rest; OpenMP threads that spin against busy cores run many times slower.
+    # CPU threads for torch. Default (`default_threads`): offline, every usable core (shared
+    # among the ranks of a distributed run); online, half of them, because the simulators need
+    # the rest, and OpenMP threads that spin against busy cores run many times slower.
     threads: int | None = None
     # Steps between reads of the loss (a read waits for the GPU to finish the step). None: every
     # step on CPU, every log_every steps on CUDA. The loss is also read before every checkpoint,
@@ -257,6 +258,15 @@ def build_network(
     return net
 
 
+def default_threads(*, online: bool, world: int = 1) -> int:
+    """Torch threads for CPU training. Offline, the batch-making thread only reads shards and
+    gathers rows (the calorimeter noise is drawn in the training thread), so training takes every
+    core: on 2 cores, tau at batch 64, 2 threads trained 1.5x as fast as 1 (420 against 279
+    traces/s, median of 3 alternating runs). Online, the simulators share the cores."""
+    cores = usable_cores()
+    return max(1, cores // 2 if online else cores // world)
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -316,7 +326,7 @@ def train(
     torch.manual_seed(opt.seed)
     threads_before = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(opt.threads or max(1, usable_cores() // 2))
+        torch.set_num_threads(opt.threads or default_threads(online=pool is not None, world=world))
     read_workers = opt.read_workers
     if read_workers is None:
         read_workers = min(8, usable_cores() // 2) if device.type == "cuda" else 0
