@@ -28,6 +28,7 @@ from probexec.nn import NetworkMismatchError, TrainingError, TrainOptions, load_
 from probexec.nn.checkpoint import make_optimizer
 from probexec.nn.device_draw import NormalObservation
 from probexec.nn.proposals import BINOMIAL, POISSON, make_head
+from probexec.nn.tensorboard import read_scalars
 from probexec.nn.training import build_network, prepare
 from probexec.remote import RemoteModel
 from probexec.simulators import get_simulator
@@ -323,6 +324,8 @@ def test_gum_cli_train_then_ic_matches_exact_posterior(gum_data, tmp_path):
         "3e-3",
         "--cosine",
         "--batch-process",  # minibatches from a process of their own, as on CUDA
+        "--tensorboard",
+        str(tmp_path / "tb"),
         "--json",
         "--quiet",
     )
@@ -331,6 +334,10 @@ def test_gum_cli_train_then_ic_matches_exact_posterior(gum_data, tmp_path):
     assert info["traces"] == 300_000 and math.isfinite(info["loss"])
     log = (tmp_path / "gum.csv").read_text().splitlines()
     assert log[0].startswith("step,epoch,traces,loss,valid_loss,lr,traces_per_s")
+    (events,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+    lr = read_scalars(events)["lr"]
+    assert len(lr) == len(log) - 1 and lr[-1][0] == info["steps"]
+    assert lr[-1][1] < lr[0][1] / 5  # --cosine decayed it (to a tenth)
     torch.load(net, weights_only=True)  # loads on current torch with weights_only
     r = cli(
         "posterior",

@@ -471,6 +471,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else None,
         pretrain_traces=args.pretrain_traces,
         conv_layout=args.conv_layout,
+        tensorboard=args.tensorboard,
     )
     out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
@@ -495,6 +496,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "simulator": info.name,
         "network": str(out),
         "log": str(log),
+        "tensorboard": args.tensorboard,
         "steps": result.steps,
         "traces": result.traces,
         "loss": result.final_loss,
@@ -724,6 +726,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--valid", help="validation dataset directory")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint at -o")
     s.add_argument("--log", help="CSV training log (default: NET.csv)")
+    s.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also log loss, validation loss, learning rate, traces/s and waiting per step as "
+        "TensorBoard event files in DIR (`tensorboard --logdir DIR`; TensorBoard is not needed to train)",
+    )
     s.add_argument(
         "--on-corrupt", choices=["stop", "skip"], default="stop", help="a damaged shard: stop or skip it"
     )

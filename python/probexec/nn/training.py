@@ -11,7 +11,6 @@ batches.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import queue
@@ -45,6 +44,7 @@ from probexec.nn.embeddings import LAYOUTS as CONV_LAYOUTS
 from probexec.nn.embeddings import ObservationSpec, set_conv_layout
 from probexec.nn.network import NetworkConfig, ProposalLSTM
 from probexec.nn.pretrain import pretrain_embedding
+from probexec.nn.train_log import LogRow, TrainingLog
 
 # Embedding defaults for the built-in simulators' observations (others: by shape, no transform).
 # (embedding, transform, norm); embeddings.py says why norm is still off.
@@ -118,6 +118,9 @@ class TrainOptions:
     # Memory layout of the CNN embeddings' convolutions (`embeddings.set_conv_layout`): "auto" runs
     # them channels-last on the CPU only. Speed, not results; not saved in the checkpoint.
     conv_layout: str = "auto"
+    # A directory for TensorBoard event files (`nn.tensorboard`; TensorBoard itself is not
+    # needed to write them): the CSV log's figures per logged step. None: the CSV log only.
+    tensorboard: str | Path | None = None
 
 
 @dataclass
@@ -468,27 +471,7 @@ def _train(
         if not total and dataset is not None and opt.epochs:
             total = opt.epochs * dataset.num_traces // per_step // world
         schedule.total_steps = total
-    log_file = None
-    writer = None
-    if rank == 0 and log_path is not None:
-        log_path = Path(log_path)
-        new = not (resume and log_path.exists())
-        log_file = open(log_path, "w" if new else "a", newline="")  # noqa: SIM115 - closed below
-        writer = csv.writer(log_file)
-        if new:
-            writer.writerow(
-                [
-                    "step",
-                    "epoch",
-                    "traces",
-                    "loss",
-                    "valid_loss",
-                    "lr",
-                    "traces_per_s",
-                    "wait_fraction",
-                    "seconds",
-                ]
-            )
+    log = TrainingLog(log_path, opt.tensorboard, resume) if rank == 0 else None
     pin = device.type == "cuda"
     budget = opt.traces
     t_start = time.perf_counter()
@@ -590,10 +573,10 @@ def _train(
                         on_step(step, lv)
                     if valid is not None and step % opt.valid_every == 0:
                         last_valid = validation_loss(network, valid, opt, device)
-                    if writer is not None and (step % opt.log_every == 0):
+                    if log is not None and (step % opt.log_every == 0):
                         el = time.perf_counter() - t_start
-                        writer.writerow(
-                            [
+                        log.write(
+                            LogRow(
                                 step,
                                 epoch,
                                 state["traces"],
@@ -603,9 +586,8 @@ def _train(
                                 (state["traces"] - traces_at_start) / el,
                                 (waited + fetch.waited) / el,
                                 el,
-                            ]
+                            )
                         )
-                        log_file.flush()  # type: ignore[union-attr]
                         run_loss, run_n = 0.0, 0
                     if out is not None and rank == 0 and step % opt.checkpoint_every == 0:
                         save_checkpoint(out, network, optimizer, schedule, state)
@@ -617,12 +599,18 @@ def _train(
                 waited += fetch.waited
             if not done:
                 state["epoch"] += 1
+    except BaseException:
+        if log is not None:  # what was logged so far stays readable
+            log.close()
+        raise
     finally:
         bar.close()
     if pending_n:
         tail = float(pending_loss)  # type: ignore[arg-type]
         if not math.isfinite(tail):
             where = f"; the last good checkpoint is {out}" if out is not None and out.exists() else ""
+            if log is not None:
+                log.close()
             raise TrainingError(f"training loss is {tail} in the last {pending_n} steps{where}")
         run_loss, run_n = run_loss + tail, run_n + pending_n
     if valid is not None:
@@ -630,9 +618,9 @@ def _train(
     elapsed = time.perf_counter() - t_start
     if out is not None and rank == 0:
         save_checkpoint(out, network, optimizer, schedule, state)
-    if writer is not None:
-        writer.writerow(
-            [
+    if log is not None:
+        log.write(
+            LogRow(
                 state["step"],
                 state["epoch"],
                 state["traces"],
@@ -642,9 +630,9 @@ def _train(
                 (state["traces"] - traces_at_start) / elapsed,
                 waited / elapsed,
                 elapsed,
-            ]
+            )
         )
-        log_file.close()  # type: ignore[union-attr]
+        log.close()
     return TrainResult(
         network,
         int(state["step"]),
