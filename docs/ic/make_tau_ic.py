@@ -69,6 +69,7 @@ def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Pa
             ),
             pretrain_steps=args.pretrain_embedding,
             pretrain_latents=tuple(args.pretrain_latents.split(",")) if args.pretrain_latents else None,
+            tensorboard=work / "tb",  # the same figures as tau.csv, for `tensorboard --logdir WORK/tb`
         )  # fmt: skip
         print(f"training starts at {time.time():.0f} (Unix time)", flush=True)
         res = train(

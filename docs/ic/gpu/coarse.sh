@@ -27,6 +27,7 @@ echo "tau starts at $(date +%s)"
 timeout "${TAU_LIMIT:-420}" bash docs/ic/gpu/tau.sh >"$OUT/tau.log" 2>&1
 echo "tau ends at $(date +%s): $(cat "$WORK/DONE" 2>/dev/null)"
 for f in summary.json tau.csv tau_posteriors.png tau_training.png tau.done data.done; do cp "$WORK/$f" "$OUT/" 2>/dev/null; done
+cp -r "$WORK/tb" "$OUT/" 2>/dev/null  # TensorBoard event files of the training
 cat "$WORK"/prior-*.json >"$OUT/prior.jsonl" 2>/dev/null
 tail -30 "$OUT/tau.log" | tr '\r' '\n' | tail -30
 # Where a training step's time goes on CUDA: CPU and GPU ms per step, launches, calls that wait

@@ -10,6 +10,7 @@ nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 if [ -n "${OUT:-}" ]; then
   cp /tmp/tau.log "$OUT/tau.log" 2>/dev/null
   for f in summary.json tau.csv tau_posteriors.png tau_training.png tau.done; do cp "$WORK/$f" "$OUT/" 2>/dev/null; done
+  cp -r "$WORK/tb" "$OUT/" 2>/dev/null
   cat "$WORK"/prior-*.json > "$OUT/prior.jsonl" 2>/dev/null
 fi
 cat "$WORK/DONE" 2>/dev/null
