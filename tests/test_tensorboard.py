@@ -4,6 +4,7 @@ ours, damage named, and a training run's CSV figures logged there step for step.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 from pathlib import Path
 
@@ -21,15 +22,22 @@ from probexec.nn.tensorboard import (
 )
 from test_ic import make_dataset
 
-REFERENCE = Path(__file__).parent / "data" / "tensorboard_reference.tfevents"
-# As in tests/data/make_tensorboard_reference.py, which wrote REFERENCE with TensorBoard.
-VERSION_TIME = 1700000000.25
-EVENTS = [
-    (1700000001.5, 0, {"loss": 26.5, "lr": 0.001}),
-    (1700000002.5, 20, {"loss": 25.25, "lr": 0.0009765625, "traces_per_s": 418.0}),
-    (1700000003.5, 40, {"loss": float("nan"), "valid_loss": 24.125}),
-    (1700000004.5, 2**40, {"lr": -1.5}),
-]
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "tensorboard_reference.tfevents"
+
+
+def _reference_events() -> tuple[float, list]:
+    """The events that tests/data/make_tensorboard_reference.py wrote into REFERENCE with
+    TensorBoard, read from that script (which imports TensorBoard only when run)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_tensorboard_reference", DATA / "make_tensorboard_reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.VERSION_TIME, module.EVENTS
+
+
+VERSION_TIME, EVENTS = _reference_events()
 
 
 def test_event_file_bytes_are_tensorboards_own():

@@ -5,13 +5,11 @@ writer, for `tests/test_tensorboard.py` to hold probexec's writer and reader aga
     python -m venv /tmp/tbv && /tmp/tbv/bin/pip install tensorboard
     /tmp/tbv/bin/python tests/data/make_tensorboard_reference.py
 
-`EVENTS` is repeated in the test; keep the two the same.
+The test reads `VERSION_TIME` and `EVENTS` from this file, so TensorBoard is imported only
+when the file runs.
 """
 
 from pathlib import Path
-
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.summary.writer.record_writer import RecordWriter
 
 VERSION_TIME = 1700000000.25
 # (wall time, step, scalars): a zero step, a large one, NaN and a negative value.
@@ -23,6 +21,9 @@ EVENTS = [
 ]
 
 if __name__ == "__main__":
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
     out = Path(__file__).with_name("tensorboard_reference.tfevents")
     with open(out, "wb") as f:
         w = RecordWriter(f)

@@ -31,7 +31,8 @@ SCALARS = ("loss", "valid_loss", "lr", "traces_per_s", "wait_fraction", "epoch",
 
 class TrainingLog:
     """The CSV log (appended to on resume, with its header only when new) and the optional
-    TensorBoard directory (a new event file per run, which TensorBoard merges by step)."""
+    TensorBoard directory (a new event file per run, which TensorBoard merges by step). Every
+    row is flushed as it is written, so a run that stops with an error leaves all it logged."""
 
     def __init__(self, csv_path: str | Path | None, tensorboard: str | Path | None, resume: bool) -> None:
         self._file = None

@@ -599,18 +599,12 @@ def _train(
                 waited += fetch.waited
             if not done:
                 state["epoch"] += 1
-    except BaseException:
-        if log is not None:  # what was logged so far stays readable
-            log.close()
-        raise
     finally:
         bar.close()
     if pending_n:
         tail = float(pending_loss)  # type: ignore[arg-type]
         if not math.isfinite(tail):
             where = f"; the last good checkpoint is {out}" if out is not None and out.exists() else ""
-            if log is not None:
-                log.close()
             raise TrainingError(f"training loss is {tail} in the last {pending_n} steps{where}")
         run_loss, run_n = run_loss + tail, run_n + pending_n
     if valid is not None:
