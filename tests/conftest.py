@@ -39,6 +39,22 @@ def assert_close(estimate: float, exact: float, standard_error: float, what: str
     )
 
 
+def weighted_moment_errors(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Standard errors of a self-normalised importance-sampling estimate of the mean and the
+    standard deviation (delta method), from the weighted samples themselves.
+
+    `std / sqrt(ESS)` assumes the proposal is as wide as the posterior; a briefly trained proposal
+    network is not, and then that figure can be half the real error. These use the weights and
+    values actually drawn, so a lopsided proposal widens them."""
+    w = w / w.sum()
+    mean = float(np.sum(w * x))
+    d2 = (x - mean) ** 2
+    var = float(np.sum(w * d2))
+    se_mean = math.sqrt(float(np.sum(w**2 * d2)))
+    se_var = math.sqrt(float(np.sum(w**2 * (d2 - var) ** 2)))
+    return se_mean, se_var / (2.0 * math.sqrt(var))
+
+
 def assert_moments(x: np.ndarray, mean: float, std: float, what: str) -> None:
     n = len(x)
     assert_close(float(x.mean()), mean, std / math.sqrt(n), f"{what} mean")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_close, child_processes, process_alive
+from conftest import assert_close, child_processes, process_alive, weighted_moment_errors
 from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
 from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.data.sparse import SparseRows
@@ -778,7 +778,10 @@ def test_ic_driver_processes_end_with_a_killed_engine(gum_data, tmp_path):
 def gum_quick_checkpoint(gum_data, tmp_path_factory):
     """A GUM network, trained briefly, and its checkpoint file (for driver processes)."""
     path = tmp_path_factory.mktemp("gum_quick") / "gum.pt"
-    opts = TrainOptions(traces=30_000, batch_size=100, lr=3e-3, progress=False)
+    # The rate decays over the run: at a constant 3e-3 the last step's network varies so much with
+    # the rounding of the machine that ran it that its ESS/N on obs [8, 9] ranged 0.33-0.97 over
+    # ten training seeds; decayed, 0.66-0.97 over eight.
+    opts = TrainOptions(traces=30_000, batch_size=100, lr=3e-3, cosine=True, progress=False)
     return path, train("gum", dataset=gum_data, output=path, options=opts).network
 
 
@@ -820,8 +823,10 @@ def test_ic_drivers_serve_many_events_without_restarting(gum_quick_checkpoint):
             mean, std = _gum_exact(obs)
             ess = post.ess
             assert ess / post.num_traces >= 0.3, (obs, ess)
-            assert_close(post["mu"].mean, mean, std / math.sqrt(ess), f"IC mu mean, obs {obs}")
-            assert_close(post["mu"].stddev, std, std / math.sqrt(2 * ess), f"IC mu std, obs {obs}")
+            mu = post["mu"]
+            se_mean, se_std = weighted_moment_errors(mu.values, mu.weights)
+            assert_close(mu.mean, mean, se_mean, f"IC mu mean, obs {obs}")
+            assert_close(mu.stddev, std, se_std, f"IC mu std, obs {obs}")
             weights[k] = post.log_weights
         np.testing.assert_array_equal(weights[0], weights[2])
         # A bad argument is refused without costing the drivers.
@@ -979,9 +984,8 @@ def test_quorum_lets_the_other_traces_go_on_past_a_stalled_simulator(gum_quick_n
             w = np.exp(log_w - log_w.max())
             ess = w.sum() ** 2 / (w**2).sum()
             assert ess > 50, (quorum, ess)
-            assert_close(
-                float(np.sum(w * mu) / w.sum()), GUM_MEAN, GUM_STD / math.sqrt(ess), f"mu, quorum {quorum}"
-            )
+            se_mean, _ = weighted_moment_errors(mu, w)
+            assert_close(float(np.sum(w * mu) / w.sum()), GUM_MEAN, se_mean, f"mu, quorum {quorum}")
     finally:
         for m in models:
             with contextlib.suppress(ProcessLookupError):
