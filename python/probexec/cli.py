@@ -448,6 +448,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if dataset is not None and dataset.simulator != info.name:
         raise ValueError(f"{args.data} holds traces of {dataset.simulator!r}, not {info.name!r}")
     valid = TraceDataset(Path(args.valid), on_corrupt=args.on_corrupt) if args.valid else None
+    out = Path(args.output)
+    start = _initial_network(args, info.name, dataset, out, device) if args.init else None
     overrides: dict = {k: v for k, v in (("hidden", args.hidden), ("obs_dim", args.obs_dim)) if v is not None}
     if args.obs_norm is not None:
         overrides["observations"] = {ALL_OBSERVATIONS: {"norm": args.obs_norm}}
@@ -473,7 +475,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         conv_layout=args.conv_layout,
         tensorboard=args.tensorboard,
     )
-    out = Path(args.output)
     log = Path(args.log) if args.log else out.with_suffix(".csv")
     if dataset is None and args.traces is None:
         raise ValueError("online training (no --data) needs --traces")
@@ -487,6 +488,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             output=out,
             options=options,
             valid=valid,
+            network=start,
             resume=args.resume,
             log_path=log,
         )
@@ -495,6 +497,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = {
         "simulator": info.name,
         "network": str(out),
+        "init": args.init,
         "log": str(log),
         "tensorboard": args.tensorboard,
         "steps": result.steps,
@@ -521,6 +524,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
             print(PretrainReport.from_dict(result.pretrain).summary())
     return 0
+
+
+def _initial_network(args: argparse.Namespace, simulator: str, dataset: Any, out: Any, device: str) -> Any:
+    """`train --init NET`: NET's weights, observation scaling and address layers, to go on
+    training with a new optimizer and schedule (unlike --resume, which continues NET's own run
+    where it stopped). What would change NET's shape, or overwrite it, is refused."""
+    from pathlib import Path
+
+    from probexec.nn import load_checkpoint
+
+    init = Path(args.init)
+    if args.resume:
+        raise ValueError(
+            "--init starts a new run from a network's weights; --resume continues the run at -o: give one"
+        )
+    clash = [
+        flag
+        for flag, value in (
+            ("--hidden", args.hidden),
+            ("--obs-dim", args.obs_dim),
+            ("--obs-norm", args.obs_norm),
+            ("--pretrain-embedding", args.pretrain_embedding or None),
+        )
+        if value is not None
+    ]
+    if clash:
+        raise ValueError(f"--init takes the network's shape from {init}; drop {', '.join(clash)}")
+    if init.exists() and out.exists() and init.resolve() == out.resolve():
+        raise ValueError(f"-o {out} is the --init network: training would overwrite it; give another -o")
+    shapes = {k: tuple(v["shape"]) for k, v in dataset.observations.items()} if dataset is not None else None
+    net, _ = load_checkpoint(init, simulator=simulator, observations=shapes, device=device)
+    return net
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -725,6 +760,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cosine", action="store_true", help="decay the learning rate over the run")
     s.add_argument("--valid", help="validation dataset directory")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint at -o")
+    s.add_argument(
+        "--init",
+        metavar="NET",
+        help="start from the weights of network NET (same simulator) with a new optimizer and learning-rate "
+        "schedule, e.g. to train a CPU-trained network further on a GPU; NET itself is left as it is",
+    )
     s.add_argument("--log", help="CSV training log (default: NET.csv)")
     s.add_argument(
         "--tensorboard",
