@@ -60,6 +60,12 @@ def make_dataset(work: Path, args: argparse.Namespace) -> TraceDataset:
 def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Path:
     net, done = work / "tau.pt", work / "tau.done"
     if not done.exists():  # an interrupted run resumes from its last checkpoint
+        # --init: go on from a network trained elsewhere (a new schedule, no pretraining).
+        start = (
+            load_checkpoint(args.init, simulator=args.simulator)[0]
+            if args.init and not net.exists()
+            else None
+        )
         opts = TrainOptions(
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, device=args.device, cosine=True,
             warmup_steps=200,
@@ -67,14 +73,15 @@ def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Pa
             config_overrides=(
                 {"observations": {ALL_OBSERVATIONS: {"norm": args.obs_norm}}} if args.obs_norm else {}
             ),
-            pretrain_steps=args.pretrain_embedding,
+            pretrain_steps=0 if args.init else args.pretrain_embedding,
             pretrain_latents=tuple(args.pretrain_latents.split(",")) if args.pretrain_latents else None,
             tensorboard=work / "tb",  # the same figures as tau.csv, for `tensorboard --logdir WORK/tb`
         )  # fmt: skip
         print(f"training starts at {time.time():.0f} (Unix time)", flush=True)
         res = train(
-            args.simulator, dataset=data, output=net, options=opts, log_path=work / "tau.csv", resume=True
-        )
+            args.simulator, dataset=data, output=net, options=opts, log_path=work / "tau.csv", resume=True,
+            network=start,
+        )  # fmt: skip
         print(f"training ends at {time.time():.0f} (Unix time)", flush=True)
         done.write_text(json.dumps({"traces": res.traces, "seconds": res.seconds}))
         print(
@@ -370,6 +377,10 @@ def main() -> None:
     p.add_argument("--ic-device", help="the device IC runs the network on (default: --device)")
     p.add_argument(
         "--network", help="a network trained apart (`probexec train`): no training here, --data only counted"
+    )
+    p.add_argument(
+        "--init",
+        help="train on from this network's weights (probexec train --init), e.g. one trained on the CPU",
     )
     p.add_argument(
         "--baseline-network",

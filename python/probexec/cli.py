@@ -555,6 +555,17 @@ def _initial_network(args: argparse.Namespace, simulator: str, dataset: Any, out
         raise ValueError(f"-o {out} is the --init network: training would overwrite it; give another -o")
     shapes = {k: tuple(v["shape"]) for k, v in dataset.observations.items()} if dataset is not None else None
     net, _ = load_checkpoint(init, simulator=simulator, observations=shapes, device=device)
+    if dataset is not None:
+        keys = {site.key for t in dataset.trace_types().values() for site in t.layout.sites}
+        known = len(keys & set(net.sites))
+        if known < len(keys):
+            # Address ids follow the simulator's functions and code offsets, so a simulator built
+            # from other code (or by another compiler) names its draws anew.
+            print(
+                f"warning: {init} has layers for {known} of the {len(keys)} addresses in {args.data}; "
+                "the others start untrained",
+                file=sys.stderr,
+            )
     return net
 
 
