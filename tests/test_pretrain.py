@@ -115,10 +115,12 @@ def test_train_pretrains_a_new_network_once_and_the_cli_reports_it(data, tmp_pat
     net = tmp_path / "gum.pt"
     r = cli(
         "train", "gum", "--data", str(ds.path), "-o", str(net), "--traces", "640", "--threads", "1",
-        "--pretrain-embedding", "100", "--pretrain-latents", "mu", "--json", "--quiet",
+        "--pretrain-embedding", "100", "--pretrain-latents", "mu", "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout.splitlines()[-1])
+    # With progress shown, --json still leaves stdout one JSON object: the report goes to stderr.
+    summary = json.loads(r.stdout)
+    assert "pretrained the observation embedding (100 steps" in r.stderr
     assert [s["name"] for s in summary["pretrain"]["latents"]] == ["mu"]
     assert summary["pretrain"]["steps"] == 100
     assert PretrainReport.from_dict(summary["pretrain"]).to_dict() == summary["pretrain"]

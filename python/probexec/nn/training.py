@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -663,8 +664,8 @@ def _pretrain(
         progress=opt.progress,
         draw_on_device=opt.draw_on_device,
     )
-    if opt.progress:
-        tqdm.write(report.summary())
+    if opt.progress:  # beside the progress bars on stderr: stdout may be a JSON summary
+        tqdm.write(report.summary(), file=sys.stderr)
     return report.to_dict()
 
 
