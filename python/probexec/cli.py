@@ -449,10 +449,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data} holds traces of {dataset.simulator!r}, not {info.name!r}")
     valid = TraceDataset(Path(args.valid), on_corrupt=args.on_corrupt) if args.valid else None
     out = Path(args.output)
-    start = _initial_network(args, info.name, dataset, out, device) if args.init else None
+    start = _initial_network(args, info.name, dataset, out, device, rank) if args.init else None
     overrides: dict = {k: v for k, v in (("hidden", args.hidden), ("obs_dim", args.obs_dim)) if v is not None}
-    if args.obs_norm is not None:
-        overrides["observations"] = {ALL_OBSERVATIONS: {"norm": args.obs_norm}}
+    every = {k: v for k, v in (("norm", args.obs_norm), ("moments", args.obs_moments)) if v is not None}
+    if every:
+        overrides["observations"] = {ALL_OBSERVATIONS: every}
     options = TrainOptions(
         batch_size=args.batch_size,
         lr=args.lr,
@@ -526,10 +527,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _initial_network(args: argparse.Namespace, simulator: str, dataset: Any, out: Any, device: str) -> Any:
+def _initial_network(
+    args: argparse.Namespace, simulator: str, dataset: Any, out: Any, device: str, rank: int = 0
+) -> Any:
     """`train --init NET`: NET's weights, observation scaling and address layers, to go on
     training with a new optimizer and schedule (unlike --resume, which continues NET's own run
-    where it stopped). What would change NET's shape, or overwrite it, is refused."""
+    where it stopped). What would change NET's shape, or overwrite it, is refused. Under
+    torchrun every rank loads NET and only the first warns."""
     from pathlib import Path
 
     from probexec.nn import load_checkpoint
@@ -545,6 +549,7 @@ def _initial_network(args: argparse.Namespace, simulator: str, dataset: Any, out
             ("--hidden", args.hidden),
             ("--obs-dim", args.obs_dim),
             ("--obs-norm", args.obs_norm),
+            ("--obs-moments", args.obs_moments),
             ("--pretrain-embedding", args.pretrain_embedding or None),
         )
         if value is not None
@@ -558,7 +563,7 @@ def _initial_network(args: argparse.Namespace, simulator: str, dataset: Any, out
     if dataset is not None:
         keys = {site.key for t in dataset.trace_types().values() for site in t.layout.sites}
         known = len(keys & set(net.sites))
-        if known < len(keys):
+        if known < len(keys) and rank == 0:
             # Address ids follow the simulator's functions and code offsets, so a simulator built
             # from other code (or by another compiler) names its draws anew.
             print(
@@ -797,6 +802,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="normalise CNN observation features: none, batch, running, conv (batch statistics in the "
         "convolutions, running ones after the last layer) or group (each trace by its own statistics); "
         "default: the simulator's (none)",
+    )
+    s.add_argument(
+        "--obs-moments",
+        type=int,
+        default=None,
+        metavar="MAPS",
+        help="CNN observations: add MAPS learned maps whose mass, centroid and spread (to a fraction "
+        "of a voxel) join the CNN's features; default: the simulator's (0, none)",
     )
     s.add_argument(
         "--pretrain-embedding",

@@ -68,7 +68,12 @@ class NetworkConfig:
     def from_dict(cls, d: Mapping) -> NetworkConfig:
         obs = [
             ObservationSpec(
-                o["name"], tuple(o["shape"]), o["embedding"], o["transform"], o.get("norm", "none")
+                o["name"],
+                tuple(o["shape"]),
+                o["embedding"],
+                o["transform"],
+                o.get("norm", "none"),
+                o.get("moments", 0),
             )
             for o in d["observations"]
         ]
