@@ -16,13 +16,11 @@ from probexec.nn.training import ALL_OBSERVATIONS, observation_specs
 SHAPE = (20, 35, 35)
 
 
-def noisy_images(
-    n: int, seed: int = 0, at: tuple[float, float] | None = None, noise: float = 0.2
-) -> torch.Tensor:
+def noisy_images(n: int, seed: int = 0, at: tuple[float, float] | None = None) -> torch.Tensor:
     """A shower-like blob of a few GeV (at a random place, or `at`) under 200 MeV of noise per voxel."""
     rng = np.random.default_rng(seed)
     z, y, x = np.meshgrid(*(np.arange(s) for s in SHAPE), indexing="ij")
-    out = rng.normal(0.0, noise, (n, *SHAPE))
+    out = rng.normal(0.0, 0.2, (n, *SHAPE))
     for i in range(n):
         cy, cx = at if at is not None else rng.uniform(8, 27, 2)
         out[i] += 0.6 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 4.0 - z / 6.0)
@@ -210,85 +208,3 @@ def test_older_checkpoints_embed_alike_in_either_layout(shape: tuple[int, ...], 
         assert all(p.is_contiguous() for p in body.parameters())
     with pytest.raises(ValueError, match="unknown convolution layout 'nhwc'"):
         set_conv_layout(new, "nhwc")
-
-
-def moments_embedding(threshold: float) -> ObservationEmbedding:
-    """A 3D CNN embedding with one moment map, set by hand: the first convolution averages the
-    27 voxels around each one and subtracts `threshold` (in standardised units), the map passes
-    that channel alone. So the map is the smoothed image above a noise threshold."""
-    torch.manual_seed(0)
-    e = ObservationEmbedding(ObservationSpec("calorimeter", SHAPE, "cnn3d", "symlog", moments=1), 16)
-    e.fit(noisy_images(64, seed=1))
-    first = e.net[0][0]
-    maps = e.moments.maps[0]
-    with torch.no_grad():
-        first.weight.zero_()
-        first.weight[0] = 1.0 / 27
-        first.bias.fill_(-threshold)
-        maps.weight.zero_()
-        maps.weight[0, 0] = 1.0
-        maps.bias.zero_()
-    return e
-
-
-def centroid_x(e: ObservationEmbedding, x: torch.Tensor) -> np.ndarray:
-    """The map's centroid along the last axis (in the moments' own units: -1 to 1 over the pooled
-    cells), straight from the embedding's moment features."""
-    with torch.no_grad():
-        first = e.net[0][: e._tap](e._transform(x).sub(e.shift).div(e.scale).unsqueeze(1))
-        f = e.moments(first)
-    return f[:, 1 + 2].numpy()  # [log mass, centroid depth, centroid y, centroid x, spreads...]
-
-
-def test_moments_place_a_shower_to_a_fraction_of_a_voxel() -> None:
-    """The moment maps exist to say where a shower is more finely than the CNN's pooled cells
-    can (8 voxels a side; the maps' own cells are 2). Moving a blob a quarter voxel at a time:
-    - without noise, the map's centroid follows it linearly to 0.05 voxel;
-    - under 200 MeV of noise per voxel, the thresholded map follows it to 1 voxel, while with
-      nothing cut the empty voxels' noise pulls the centroid to the middle."""
-    xs = 12.0 + 0.25 * np.arange(17)  # voxel positions along the last axis
-    cell = 2.0 / (SHAPE[2] // 2 - 1)  # one of the maps' cells (two voxels) in the centroid's units
-
-    def follow(threshold: float, noise: float) -> tuple[float, float]:
-        """The centroid's slope against the blob's place (1: it moves as the blob does), and its
-        largest departure from a straight line, in voxels."""
-        images = [noisy_images(1, seed=10 + i, at=(17.0, float(v)), noise=noise) for i, v in enumerate(xs)]
-        c = centroid_x(moments_embedding(threshold), torch.cat(images))
-        slope, offset = np.polyfit(xs, c, 1)
-        return slope * 2 / cell, float(np.abs((c - (slope * xs + offset)) / slope).max())
-
-    slope, worst = follow(threshold=0.0, noise=0.0)
-    assert abs(slope - 1) < 0.02 and worst < 0.05, (slope, worst)
-    slope, worst = follow(threshold=0.8, noise=0.2)
-    assert abs(slope - 1) < 0.15 and worst < 1.0, (slope, worst)
-    slope, _ = follow(threshold=-1.0, noise=0.2)  # nothing cut: every voxel's noise in the map
-    assert slope < 0.2, slope
-
-
-def test_moments_are_saved_and_older_checkpoints_have_none() -> None:
-    """A network's moment maps are part of its configuration (a checkpoint rebuilds them), and a
-    configuration written before they existed rebuilds the plain CNN with the same state keys."""
-    spec = ObservationSpec("calorimeter", SHAPE, "cnn3d", "symlog", moments=6)
-    d = NetworkConfig("tau_decay", [spec]).to_dict()
-    assert NetworkConfig.from_dict(d).observations[0].moments == 6
-    e = ObservationEmbedding(spec, 32)
-    assert e(noisy_images(3)).shape == (3, 32)
-    assert e.moments.maps[0].out_channels == 6 and e.net[1].in_features == 32 * 2 * 4 * 4 + 6 * 7
-    del d["observations"][0]["moments"]
-    old = NetworkConfig.from_dict(d).observations[0]
-    assert old.moments == 0
-    plain = ObservationEmbedding(ObservationSpec("calorimeter", SHAPE, "cnn3d", "symlog"), 32)
-    assert set(ObservationEmbedding(old, 32).state_dict()) == set(plain.state_dict())
-    with pytest.raises(ValueError, match="moments apply to a CNN embedding, not ff"):
-        ObservationSpec("energy", (3,), moments=2).resolved()
-    with pytest.raises(ValueError, match="moments must be a count >= 0"):
-        ObservationSpec("calorimeter", SHAPE, moments=-1).resolved()
-
-
-def test_moments_for_every_observation_apply_to_the_cnn_ones() -> None:
-    """`probexec train --obs-moments 8`: the image gets the maps, a scalar beside it does not."""
-    groups = [_Group(calorimeter=SHAPE, energy=(1,), layer=(12, 10))]
-    specs = observation_specs("tau_decay", groups, {ALL_OBSERVATIONS: {"moments": 8}})
-    assert {s.name: s.moments for s in specs} == {"calorimeter": 8, "energy": 0, "layer": 8}
-    e = ObservationEmbedding({s.name: s for s in specs}["layer"], 16)  # a 2D CNN, pooled to 6 x 5
-    assert e(torch.randn(4, 12, 10)).shape == (4, 16) and e.moments.coords.shape == (30, 4)

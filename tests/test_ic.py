@@ -876,10 +876,7 @@ def test_cli_train_init_goes_on_from_a_network_and_leaves_it_as_it_was(
     for args, message in (
         (["gum", "-o", str(path)], "is the --init network: training would overwrite it"),
         (["gum", "-o", str(refused), "--resume"], "give one"),
-        (
-            ["gum", "-o", str(refused), "--hidden", "32", "--obs-norm", "batch", "--obs-moments", "4"],
-            "drop --hidden, --obs-norm, --obs-moments",
-        ),
+        (["gum", "-o", str(refused), "--hidden", "32", "--obs-norm", "batch"], "drop --hidden, --obs-norm"),
         (
             ["gum_marsaglia", "-o", str(refused), "--traces", "100"],
             "trained for simulator 'gum', not 'gum_marsaglia'",

@@ -1,13 +1,12 @@
 """Can the calorimeter embedding read the latents from the image at all? A supervised probe.
 
-    python docs/ic/embedding_probe.py --data DIR [--traces 16000] [--steps 600] [--variant ours|sum2d|moments]
+    python docs/ic/embedding_probe.py --data DIR [--traces 16000] [--steps 600] [--variant ours|sum2d]
 
 IC on `tau_decay_coarse` trained to a loss near the prior's, which leaves two explanations: the
 3D CNN cannot see through 200 MeV of noise per voxel, or the image says little about the
 latents one at a time. This trains the embedding (ours: the 3D CNN with symlog and
-standardisation that IC uses; moments: the same with `--maps` moment maps, `probexec train
---obs-moments`; sum2d: the image summed over depth into a 2D CNN) with a linear head to regress
-px, py and pz (each standardised by its prior) and classify the channel, straight from (image,
+standardisation that IC uses; sum2d: the image summed over depth into a 2D CNN; commit f6fe78c
+has a third, moments, for an option since removed) with a linear head to regress px, py and pz (each standardised by its prior) and classify the channel, straight from (image,
 latent) pairs of a dataset, with fresh noise on every draw. Least-squares fits bound what simple
 sums of the image carry: on the energy-weighted centroid and total, and on the sums of E x /
 depth and E y / depth (the visible transverse momenta, up to the sampling fraction), each of the
@@ -120,8 +119,7 @@ def main() -> None:
     ap.add_argument("--traces", type=int, default=16000, help="for training; 4 000 more are held out")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--variant", choices=["ours", "sum2d", "moments"], default="ours")
-    ap.add_argument("--maps", type=int, default=8, help="moments: learned maps")
+    ap.add_argument("--variant", choices=["ours", "sum2d"], default="ours")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--channel-only", action="store_true", help="train on the channel alone (no px, py regression)"
@@ -161,11 +159,8 @@ def main() -> None:
         print(f"{key:20s}: residual std px {r[0]:.3f} py {r[1]:.3f} pz {r[2]:.3f}")
     print(f"most frequent channel: {out['majority_channel_share']:.3f} of the held-out traces")
 
-    if args.variant in ("ours", "moments"):
-        maps = args.maps if args.variant == "moments" else 0
-        ours = ObservationEmbedding(
-            ObservationSpec("calorimeter", SHAPE, "cnn3d", "symlog", moments=maps), 128
-        )
+    if args.variant == "ours":
+        ours = ObservationEmbedding(ObservationSpec("calorimeter", SHAPE, "cnn3d", "symlog"), 128)
         ours.fit(images(np.arange(256)))
         embed: nn.Module = ours
     else:

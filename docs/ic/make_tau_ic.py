@@ -57,12 +57,6 @@ def make_dataset(work: Path, args: argparse.Namespace) -> TraceDataset:
     return TraceDataset(path)
 
 
-def obs_overrides(args: argparse.Namespace) -> dict:
-    """--obs-norm and --obs-moments, as `probexec train` passes them: for every CNN observation."""
-    every = {k: v for k, v in (("norm", args.obs_norm), ("moments", args.obs_moments)) if v}
-    return {"observations": {ALL_OBSERVATIONS: every}} if every else {}
-
-
 def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Path:
     net, done = work / "tau.pt", work / "tau.done"
     if not done.exists():  # an interrupted run resumes from its last checkpoint
@@ -76,7 +70,9 @@ def make_network(work: Path, data: TraceDataset, args: argparse.Namespace) -> Pa
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, device=args.device, cosine=True,
             warmup_steps=200,
             threads=args.threads, seed=args.seed, valid_traces=1000, checkpoint_every=1000,
-            config_overrides=obs_overrides(args),
+            config_overrides=(
+                {"observations": {ALL_OBSERVATIONS: {"norm": args.obs_norm}}} if args.obs_norm else {}
+            ),
             pretrain_steps=0 if args.init else args.pretrain_embedding,
             pretrain_latents=tuple(args.pretrain_latents.split(",")) if args.pretrain_latents else None,
             tensorboard=work / "tb",  # the same figures as tau.csv, for `tensorboard --logdir WORK/tb`
@@ -360,12 +356,6 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(
         "--obs-norm", help="the CNN embedding's norm (probexec train --obs-norm); default the simulator's"
-    )
-    p.add_argument(
-        "--obs-moments",
-        type=int,
-        default=0,
-        help="the CNN embedding's moment maps (probexec train --obs-moments); default none",
     )
     p.add_argument(
         "--pretrain-embedding",

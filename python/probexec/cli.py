@@ -451,9 +451,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.output)
     start = _initial_network(args, info.name, dataset, out, device, rank) if args.init else None
     overrides: dict = {k: v for k, v in (("hidden", args.hidden), ("obs_dim", args.obs_dim)) if v is not None}
-    every = {k: v for k, v in (("norm", args.obs_norm), ("moments", args.obs_moments)) if v is not None}
-    if every:
-        overrides["observations"] = {ALL_OBSERVATIONS: every}
+    if args.obs_norm is not None:
+        overrides["observations"] = {ALL_OBSERVATIONS: {"norm": args.obs_norm}}
     options = TrainOptions(
         batch_size=args.batch_size,
         lr=args.lr,
@@ -549,7 +548,6 @@ def _initial_network(
             ("--hidden", args.hidden),
             ("--obs-dim", args.obs_dim),
             ("--obs-norm", args.obs_norm),
-            ("--obs-moments", args.obs_moments),
             ("--pretrain-embedding", args.pretrain_embedding or None),
         )
         if value is not None
@@ -802,14 +800,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="normalise CNN observation features: none, batch, running, conv (batch statistics in the "
         "convolutions, running ones after the last layer) or group (each trace by its own statistics); "
         "default: the simulator's (none)",
-    )
-    s.add_argument(
-        "--obs-moments",
-        type=int,
-        default=None,
-        metavar="MAPS",
-        help="CNN observations: add MAPS learned maps whose mass, centroid and spread (to a fraction "
-        "of a voxel) join the CNN's features; default: the simulator's (0, none)",
     )
     s.add_argument(
         "--pretrain-embedding",

@@ -53,7 +53,6 @@ class ObservationSpec:
     embedding: str = "auto"
     transform: str = "none"
     norm: str = "none"  # "running": normalised CNN features (checkpoints from before it: "none")
-    moments: int = 0  # CNN: learned maps whose mass, centroid and spread join the features (`_Moments`)
 
     def resolved(self) -> ObservationSpec:
         if self.embedding not in EMBEDDINGS:
@@ -76,11 +75,7 @@ class ObservationSpec:
             raise ValueError(
                 f"observation {self.name!r}: norm {self.norm!r} applies to a CNN embedding, not ff"
             )
-        if not isinstance(self.moments, int) or self.moments < 0:
-            raise ValueError(f"observation {self.name!r}: moments must be a count >= 0, not {self.moments!r}")
-        if self.moments and emb == "ff":
-            raise ValueError(f"observation {self.name!r}: moments apply to a CNN embedding, not ff")
-        return ObservationSpec(self.name, tuple(self.shape), emb, self.transform, self.norm, self.moments)
+        return ObservationSpec(self.name, tuple(self.shape), emb, self.transform, self.norm)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -234,37 +229,6 @@ def set_conv_layout(module: nn.Module, layout: str) -> None:
             m.layout = layout
 
 
-class _Moments(nn.Module):
-    """Where in the image things are, to a fraction of a cell: `maps` non-negative maps learned
-    from the CNN's first block (one convolution, pooled once), and each map's mass (log),
-    centroid and spread along every axis.
-
-    Why: after the CNN's poolings a feature says where it is only to within its pooled cell
-    (8 voxels a side after three), while a calorimeter's particles are placed by their
-    showers' centroids to well under a voxel, and the tau's decay angles and momenta are read
-    from those places. The maps' learned thresholds keep the noise of empty voxels out of the
-    centroids, which an energy-weighted centroid of the raw image cannot
-    (`docs/ic/embedding_probe.py`: least squares on it predicts px no better than the prior).
-    Taken after the first pooling, not before it: at full resolution the branch's ReLUs alone
-    cost as much as the whole CNN (forward and backward, one core)."""
-
-    def __init__(self, channels: int, maps: int, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        conv = _Conv3d if len(shape) == 3 else _Conv2d
-        self.maps = nn.Sequential(conv(channels, maps, 1), nn.ReLU())
-        axes = [torch.linspace(-1.0, 1.0, n) for n in shape]
-        grid = torch.stack(torch.meshgrid(*axes, indexing="ij")).flatten(1)  # [axes, cells]
-        self.register_buffer("coords", torch.cat([grid, grid**2]).T.contiguous(), persistent=False)
-        self.size = maps * (1 + 2 * len(shape))
-
-    def forward(self, features: Tensor) -> Tensor:
-        m = self.maps(features).flatten(2)  # [B, maps, cells]
-        mass = m.sum(2)
-        first, second = (m @ self.coords / (mass.unsqueeze(2) + 1e-3)).chunk(2, dim=2)
-        spread = (second - first**2).clamp_min(0.0).add(1e-4).sqrt()
-        return torch.cat([torch.log1p(mass), first.flatten(1), spread.flatten(1)], 1)
-
-
 class ObservationEmbedding(nn.Module):
     """One observation -> a vector of `dim`."""
 
@@ -286,13 +250,6 @@ class ObservationEmbedding(nn.Module):
             last = {"batch": _Batch1d, "running": _Norm1d, "conv": _Norm1d, "group": nn.LayerNorm}.get(
                 self.spec.norm
             )
-            if self.spec.moments:
-                # The first block ends at its ReLU; pooled unless the image is too small.
-                self._tap = next(i for i, m in enumerate(body) if isinstance(m, nn.ReLU)) + 1
-                pooled = any(isinstance(m, nn.modules.pooling._MaxPoolNd) for m in body[: self._tap])
-                cells = tuple(n // 2 for n in self.spec.shape) if pooled else self.spec.shape
-                self.moments = _Moments(body[0].out_channels, self.spec.moments, cells)
-                flat += self.moments.size
             head: list[nn.Module] = [nn.Linear(flat, dim), *([last(dim)] if last else []), nn.ReLU()]
             self.net = nn.Sequential(body, *head)
 
@@ -316,10 +273,4 @@ class ObservationEmbedding(nn.Module):
         y = self._transform(x.reshape(len(x), *self.spec.shape))
         if self.spec.embedding == "ff":
             return self.net((y.reshape(len(y), -1) - self.shift_v) / self.scale_v)
-        z = ((y - self.shift) / self.scale).unsqueeze(1)
-        if not self.spec.moments:
-            return self.net(z)
-        body = self.net[0]
-        first = body[: self._tap](z)
-        features = torch.cat([body[self._tap :](first), self.moments(first)], 1)
-        return self.net[1:](features)
+        return self.net(((y - self.shift) / self.scale).unsqueeze(1))

@@ -68,12 +68,7 @@ class NetworkConfig:
     def from_dict(cls, d: Mapping) -> NetworkConfig:
         obs = [
             ObservationSpec(
-                o["name"],
-                tuple(o["shape"]),
-                o["embedding"],
-                o["transform"],
-                o.get("norm", "none"),
-                o.get("moments", 0),
+                o["name"], tuple(o["shape"]), o["embedding"], o["transform"], o.get("norm", "none")
             )
             for o in d["observations"]
         ]

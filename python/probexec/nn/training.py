@@ -235,10 +235,6 @@ def observation_specs(
             spec.norm = named["norm"]
         elif "norm" in every and spec.resolved().embedding != "ff":  # for every one: CNNs only
             spec.norm = every["norm"]
-        if "moments" in named:
-            spec.moments = named["moments"]
-        elif "moments" in every and spec.resolved().embedding != "ff":
-            spec.moments = every["moments"]
         specs.append(spec)
     return specs
 
