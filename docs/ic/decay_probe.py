@@ -18,45 +18,19 @@ the angles independently of the momenta; it checks the probe.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import numpy as np
 import torch
-from embedding_probe import PRIOR_MEAN, PRIOR_STD, SHAPE, draw_images
+from embedding_probe import PRIOR_MEAN, PRIOR_STD, SHAPE, draw_images, load_values, save
 from torch import nn
 
-from probexec.data.dataset import TraceDataset
-from probexec.data.layout import ObservationBlock
 from probexec.nn import load_checkpoint
 from probexec.nn.embeddings import ObservationEmbedding, ObservationSpec
 
 ANGLES = ("decay1/cos_theta", "decay1/phi")
 RANGES = ((-1.0, 1.0), (0.0, 2 * math.pi))
-
-
-def load(path: str, n: int) -> tuple[ObservationBlock, np.ndarray, np.ndarray, np.ndarray]:
-    """The first `n` traces that have a first split: images, (px, py, pz), channel, angles."""
-    blocks, p, channel, angles, got = [], [], [], [], 0
-    for g in TraceDataset(path).iter_groups():
-        names = [s.name for s in g.layout.sites]
-        if not all(a in names for a in ANGLES):
-            continue
-        cols = g.layout.value_offsets[[names.index(k) for k in ("px", "py", "pz", "channel", *ANGLES)]]
-        blocks.append(g.observations["calorimeter"])
-        p.append(g.values[:, cols[:3]])
-        channel.append(g.values[:, cols[3]])
-        angles.append(g.values[:, cols[4:]])
-        got += len(g)
-        if got >= n:
-            break
-    return (
-        ObservationBlock.concat(blocks),
-        np.concatenate(p),
-        np.concatenate(channel).astype(np.int64),
-        np.concatenate(angles),
-    )
 
 
 def main() -> None:
@@ -74,7 +48,8 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     held = 4000
-    obs, p_np, channel_np, angles_np = load(args.data, args.traces + held)
+    obs, values = load_values(args.data, args.traces + held, ("px", "py", "pz", "channel", *ANGLES))
+    p_np, channel_np, angles_np = values[:, :3], values[:, 3].astype(np.int64), values[:, 4:]
     n = len(p_np)
     channels = int(channel_np.max()) + 1
     known = torch.cat(
@@ -155,11 +130,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    out["curve"] = curve
-    out["seconds"] = time.perf_counter() - t0
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    save(out, curve, t0, args.json)
 
 
 if __name__ == "__main__":

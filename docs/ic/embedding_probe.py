@@ -6,8 +6,9 @@ IC on `tau_decay_coarse` trained to a loss near the prior's, which leaves two ex
 3D CNN cannot see through 200 MeV of noise per voxel, or the image says little about the
 latents one at a time. This trains the embedding (ours: the 3D CNN with symlog and
 standardisation that IC uses; sum2d: the image summed over depth into a 2D CNN; commit f6fe78c
-has a third, moments, for an option since removed) with a linear head to regress px, py and pz (each standardised by its prior) and classify the channel, straight from (image,
-latent) pairs of a dataset, with fresh noise on every draw. Least-squares fits bound what simple
+has a third, moments, for an option since removed) with a linear head to regress px, py and pz
+(each standardised by its prior) and classify the channel, straight from (image, latent) pairs
+of a dataset, with fresh noise on every draw. Least-squares fits bound what simple
 sums of the image carry: on the energy-weighted centroid and total, and on the sums of E x /
 depth and E y / depth (the visible transverse momenta, up to the sampling fraction), each of the
 noise-free mean image and of a noisy one. Prints held-out RMSE (the prior's std is 1.155 for px
@@ -33,19 +34,35 @@ from probexec.nn.embeddings import ObservationEmbedding, ObservationSpec
 SHAPE = (20, 35, 35)
 
 
-def load(path: str, n: int) -> tuple[ObservationBlock, np.ndarray, np.ndarray]:
-    """The first `n` traces' images (sparse mean and stddev), (px, py, pz) and channel."""
-    blocks, xy, channel, got = [], [], [], 0
+def load_values(path: str, n: int, names: tuple[str, ...]) -> tuple[ObservationBlock, np.ndarray]:
+    """The images (sparse mean and stddev) and the values of `names` of the first `n` traces
+    whose trace type draws all of them; other trace types are skipped."""
+    blocks, values, got = [], [], 0
     for g in TraceDataset(path).iter_groups():
-        names = [s.name for s in g.layout.sites]
-        cols = g.layout.value_offsets[[names.index(k) for k in ("px", "py", "pz", "channel")]]
+        sites = [s.name for s in g.layout.sites]
+        if not all(k in sites for k in names):
+            continue
         blocks.append(g.observations["calorimeter"])
-        xy.append(g.values[:, cols[:3]])
-        channel.append(g.values[:, cols[3]])
+        values.append(g.values[:, g.layout.value_offsets[[sites.index(k) for k in names]]])
         got += len(g)
         if got >= n:
             break
-    return ObservationBlock.concat(blocks), np.concatenate(xy), np.concatenate(channel).astype(np.int64)
+    return ObservationBlock.concat(blocks), np.concatenate(values)
+
+
+def load(path: str, n: int) -> tuple[ObservationBlock, np.ndarray, np.ndarray]:
+    """The first `n` traces' images, (px, py, pz) and channel."""
+    obs, values = load_values(path, n, ("px", "py", "pz", "channel"))
+    return obs, values[:, :3], values[:, 3].astype(np.int64)
+
+
+def save(out: dict, curve: list[dict], t0: float, path: str | None) -> None:
+    """The run's figures and learning curve, as JSON at `path` (if given)."""
+    out["curve"] = curve
+    out["seconds"] = time.perf_counter() - t0
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
 
 
 def draw_images(obs: ObservationBlock, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -61,7 +78,6 @@ def frequency_nll(train: np.ndarray, scored: np.ndarray) -> float:
     return float(-np.log(counts[scored] / counts.sum()).mean())
 
 
-LATENTS = ("px", "py", "pz")
 PRIOR_MEAN = np.array([0.0, 0.0, 45.0])
 PRIOR_STD = np.array([4.0, 4.0, 10.0]) / 12**0.5  # Uniform(-2, 2), Uniform(-2, 2), Uniform(40, 50)
 
@@ -203,11 +219,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    out["curve"] = curve
-    out["seconds"] = time.perf_counter() - t0
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    save(out, curve, t0, args.json)
 
 
 if __name__ == "__main__":
