@@ -1,6 +1,7 @@
 """How much does the image tell about the first decay's angles, given the true momenta? A probe.
 
     python docs/ic/decay_probe.py --data DIR [--traces 16000] [--steps 1500] [--inputs image+momenta|image|momenta]
+        [--network NET] [--held DIR]
 
 IC's held-out -log q is scored with each trace's own earlier values fed to the LSTM, so when it
 proposes `decay1/cos_theta` and `decay1/phi` it already knows the true channel and momenta.
@@ -26,6 +27,7 @@ import torch
 from embedding_probe import PRIOR_MEAN, PRIOR_STD, SHAPE, draw_images, load_values, save
 from torch import nn
 
+from probexec.data.layout import ObservationBlock
 from probexec.nn import load_checkpoint
 from probexec.nn.embeddings import ObservationEmbedding, ObservationSpec
 
@@ -36,19 +38,30 @@ RANGES = ((-1.0, 1.0), (0.0, 2 * math.pi))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="a tau_decay dataset (`probexec prior ... -o DIR`)")
-    ap.add_argument("--traces", type=int, default=16000, help="for training; 4 000 more are held out")
+    ap.add_argument("--traces", type=int, default=16000, help="for training; up to 4 000 more are held out")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--bins", type=int, default=32)
     ap.add_argument("--inputs", choices=["image+momenta", "image", "momenta"], default="image+momenta")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--network", help="start from this IC network's trained calorimeter embedding")
+    ap.add_argument("--held", help="score on 4 000 traces of this dataset instead (one IC never trained on)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     held = 4000
-    obs, values = load_values(args.data, args.traces + held, ("px", "py", "pz", "channel", *ANGLES))
+    names = ("px", "py", "pz", "channel", *ANGLES)
+    if args.held:
+        train_obs, train_values = load_values(args.data, args.traces, names)
+        held_obs, held_values = load_values(args.held, held, names)
+        held = min(held, len(held_values))
+        obs = ObservationBlock.concat(
+            [train_obs.take(np.arange(args.traces)), held_obs.take(np.arange(held))]
+        )
+        values = np.concatenate([train_values[: args.traces], held_values[:held]])
+    else:
+        obs, values = load_values(args.data, args.traces + held, names)
     p_np, channel_np, angles_np = values[:, :3], values[:, 3].astype(np.int64), values[:, 4:]
     n = len(p_np)
     channels = int(channel_np.max()) + 1
@@ -102,6 +115,7 @@ def main() -> None:
     out: dict = {
         "inputs": args.inputs,
         "network": args.network,
+        "held": args.held,
         "train_traces": n - held,
         "held_out": held,
         "bins": args.bins,
