@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,3 +93,22 @@ def test_tau_demo_infers_an_event_and_says_what_it_got():
     assert r.returncode == 0, r.stderr
     assert "the observation: one simulated event" in r.stdout
     assert "channel posterior" in r.stdout and "ESS" in r.stdout and "(truth" in r.stdout
+    # 60 prior traces of the 5 MeV calorimeter: one trace takes the weight, and the demo says why.
+    assert "floor 0.005 GeV" in r.stdout
+    assert "not a posterior" in r.stdout and "random" in r.stdout
+
+
+def test_coarse_tau_demo_gives_a_posterior_of_many_traces():
+    """At a 200 MeV resolution the prior's weights spread over many traces: the demo runs the
+    variant named, reports its noise floor, and its ESS is well above one trace."""
+    r = subprocess.run(
+        [*CLI, "demo", "--model", "tau_decay_coarse", "--traces", "400", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "C++ simulator 'tau_decay_coarse'" in r.stdout and "floor 0.2 GeV" in r.stdout
+    ess = float(re.search(r"ESS ([0-9.]+) \(ESS/N", r.stdout).group(1))
+    assert ess > 3, r.stdout
+    assert "not a posterior" not in r.stdout
