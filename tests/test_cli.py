@@ -112,3 +112,39 @@ def test_coarse_tau_demo_gives_a_posterior_of_many_traces():
     ess = float(re.search(r"ESS ([0-9.]+) \(ESS/N", r.stdout).group(1))
     assert ess > 3, r.stdout
     assert "not a posterior" not in r.stdout
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_simulators(tmp_path):
+    """`--network`: IC infers the demo's event with as many traces as importance sampling, and
+    the two ESS are printed side by side. A network trained for another simulator is refused
+    before any simulator starts, naming both."""
+    data, net = tmp_path / "tau", tmp_path / "tau.pt"
+    for args in (
+        ("prior", "tau_decay_coarse", "-n", "64", "-o", str(data), "--workers", "2", "--quiet"),
+        ("train", "tau_decay_coarse", "--data", str(data), "-o", str(net), "--traces", "128",
+         "--batch-size", "32", "--quiet"),
+    ):  # fmt: skip
+        r = _cli(*args)
+        assert r.returncode == 0, r.stderr
+    r = _cli("demo", "--model", "tau_decay_coarse", "--traces", "80", "--workers", "2", "--network", str(net))
+    assert r.returncode == 0, r.stderr
+    assert "inference compilation with" in r.stdout
+    side = re.search(r"at 80 traces each: ESS ([0-9.]+) with IC against ([0-9.]+) with the prior", r.stdout)
+    assert side is not None, r.stdout
+    assert float(side.group(1)) >= 1 and float(side.group(2)) >= 1
+    assert r.stdout.count("channel posterior") == 2
+
+    gum_data, gum_net = tmp_path / "gum", tmp_path / "gum.pt"
+    assert _cli("prior", "gum", "-n", "200", "-o", str(gum_data), "--quiet").returncode == 0
+    r = _cli("train", "gum", "--data", str(gum_data), "-o", str(gum_net), "--traces", "200", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = _cli("demo", "--model", "tau_decay_coarse", "--traces", "80", "--network", str(gum_net))
+    assert r.returncode == 1
+    assert "gum" in r.stderr and "tau_decay_coarse" in r.stderr
+    assert "the observation" not in r.stdout
+    r = _cli("demo", "--model", "gum", "--network", str(gum_net))
+    assert r.returncode == 1 and "--model tau_decay" in r.stderr

@@ -102,6 +102,8 @@ _DEMO_TAU = {
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.model not in _DEMO_TAU and args.network:
+        raise ValueError(f"demo --network runs IC on a tau event: use it with --model {'|'.join(_DEMO_TAU)}")
     return _demo_tau(args) if args.model in _DEMO_TAU else _demo_gum(args)
 
 
@@ -115,7 +117,8 @@ def _noise_floor(simulator: str) -> float:
 
 def _demo_tau(args: argparse.Namespace) -> int:
     """One simulated tau event is 'the observation'; importance sampling with the prior as proposal
-    infers its channel and momentum; the posterior is printed next to the truth."""
+    infers its channel and momentum; the posterior is printed next to the truth. With `--network`,
+    IC with that network infers the same event with as many traces, for the ESS side by side."""
     from probexec.inference import importance_sampling, remote_pool
     from probexec.inference.prior import sample_prior
     from probexec.simulators import TAU_CHANNELS
@@ -123,6 +126,11 @@ def _demo_tau(args: argparse.Namespace) -> int:
 
     channels = TAU_CHANNELS
     sim = args.model
+    net = None
+    if args.network:  # refused before anything runs: another simulator, another image shape
+        from probexec.nn import load_checkpoint
+
+        net, _ = load_checkpoint(args.network, simulator=sim, observations={"calorimeter": (20, 35, 35)})
     print(f"probexec demo: tau lepton decay seen by a 35x35x20 voxel calorimeter (C++ simulator '{sim}')")
     with remote_pool(sim, workers=args.workers) as pool:
         truth = sample_prior(pool, 1, seed=args.seed, mode="stream", progress=False)
@@ -145,6 +153,37 @@ def _demo_tau(args: argparse.Namespace) -> int:
         post = importance_sampling(
             pool, args.traces, {"calorimeter": image}, seed=args.seed + 1, progress=True
         )
+    _print_tau_posterior(post, true)
+    if post.ess < 5 or (sim == "tau_decay_coarse" and post.ess < 0.05 * post.num_traces):
+        print(_DEMO_TAU[sim])
+    if net is not None:
+        from probexec.inference.ic import ic_posterior
+
+        print(
+            f"  inference compilation with {args.network}, {args.traces} traces, 16 simulators in flight ..."
+        )
+        with remote_pool(sim, workers=16) as pool:
+            ic = ic_posterior(
+                net,
+                pool.models,
+                args.traces,
+                {"calorimeter": image},
+                latents=["px", "py", "pz", "channel"],
+                seed=args.seed + 2,
+                progress=True,
+            )
+        _print_tau_posterior(ic, true)
+        print(
+            f"  at {args.traces} traces each: ESS {ic.ess:.1f} with IC against {post.ess:.1f} with the prior "
+            f"({ic.ess / max(post.ess, 1e-9):.2f}x)"
+        )
+    return 0
+
+
+def _print_tau_posterior(post: Any, true: dict[str, float]) -> None:
+    """ESS, the three most probable channels and the momenta's mean and std, next to the truth."""
+    from probexec.simulators import TAU_CHANNELS as channels
+
     print(
         f"  {post.num_traces} traces in {post.seconds:.1f} s, ESS {post.ess:.1f} "
         f"(ESS/N {post.ess / post.num_traces:.2%})"
@@ -159,9 +198,6 @@ def _demo_tau(args: argparse.Namespace) -> int:
     for name in ("px", "py", "pz"):
         e = post[name]
         print(f"  {name}: posterior mean {e.mean:+.2f}, std {e.stddev:.2f}   (truth {true[name]:+.2f})")
-    if post.ess < 5 or (sim == "tau_decay_coarse" and post.ess < 0.05 * post.num_traces):
-        print(_DEMO_TAU[sim])
-    return 0
 
 
 def _demo_gum(args: argparse.Namespace) -> int:
@@ -917,6 +953,10 @@ def build_parser() -> argparse.ArgumentParser:
         "resolution too, where the posterior is not one trace; or the small exact GUM model",
     )
     s.add_argument("--traces", type=int, default=3000, help="tau_decay*: importance sampling traces")
+    s.add_argument(
+        "--network",
+        help="tau_decay*: also infer the event by IC with this network (`probexec train`), as many traces",
+    )
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--per-draw-traces", type=int, default=2000, help="gum: traces per draw")
