@@ -129,8 +129,9 @@ def _demo_tau(args: argparse.Namespace) -> int:
     net = None
     if args.network:  # refused before anything runs: another simulator, another image shape
         from probexec.nn import load_checkpoint
+        from probexec.simulators import get_simulator
 
-        net, _ = load_checkpoint(args.network, simulator=sim, observations={"calorimeter": (20, 35, 35)})
+        net, _ = load_checkpoint(args.network, simulator=sim, observations=get_simulator(sim).observed)
     print(f"probexec demo: tau lepton decay seen by a 35x35x20 voxel calorimeter (C++ simulator '{sim}')")
     with remote_pool(sim, workers=args.workers) as pool:
         truth = sample_prior(pool, 1, seed=args.seed, mode="stream", progress=False)
