@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1043,3 +1044,109 @@ def test_quorum_lets_the_other_traces_go_on_past_a_stalled_simulator(gum_quick_n
             with contextlib.suppress(ProcessLookupError):
                 os.kill(m.pid, signal.SIGCONT)
             m.close()
+
+
+# --- the defensive mixture (`--defensive`) ----------------------------------------------------------
+
+
+def test_defensive_prior_traces_are_scored_as_training_scores_them(tmp_path):
+    """With a defensive share, some traces are drawn from the prior and every trace is weighted
+    against (1 - eps) q + eps p. That needs the network's log q also at values it did not choose.
+    On tau_decay (uniform, categorical, normal and Poisson sites, a rejection loop) each trace's
+    mixed log ratio must equal the mixture made from the training path's log q of the same
+    values: a prior trace scored with the log q of a draw it did not post would not.
+
+    Only traces whose rejection loop ran once are compared: a loop shares the proposal of its
+    first iteration, so after a repeated loop the LSTM state is the first iteration's, where
+    the training path steps through the accepted values alone (the weights are exact either
+    way: they use the q each value was drawn from)."""
+    from probexec.data.layout import kept_controlled_rows, split_by_type
+    from probexec.inference.ic import ICDriver, defensive_log_ratio
+    from probexec.trace import FLAG_CONTROLLED, FLAG_REPLACE, SAMPLE
+
+    torch.manual_seed(0)
+    groups = list(make_dataset(tmp_path / "tau", "tau_decay", 200).iter_groups())
+    net = build_network("tau_decay", groups).eval()
+    image = groups[0].observations["calorimeter"].rows(0, 1).draw(np.random.default_rng(1))
+    eps, n = 0.5, 48
+    models = [RemoteModel("tau_decay") for _ in range(4)]
+    try:
+        with pytest.raises(ValueError, match="defensive"):
+            ICDriver(net, models, {"calorimeter": image}, defensive=1.5)
+        driver = ICDriver(net, models, {"calorimeter": image}, seed=3, defensive=eps)
+        batch, mixed = driver.run(n)
+    finally:
+        for m in models:
+            m.close()
+    # Binomial(48, 0.5): 24 +- 4 standard errors (3.5).
+    assert 10 <= driver.stats.prior_traces <= 38, driver.stats.prior_traces
+    from_prior = np.array([f for s in driver.slots for f in s.from_priors])  # in the batch's order
+    rows = kept_controlled_rows(batch)
+    log_p = np.zeros(n)
+    np.add.at(log_p, batch.row_trace[rows], batch.log_prob()[rows])
+    loop = (
+        (batch.kind == SAMPLE) & ((batch.flags & FLAG_REPLACE) != 0) & ((batch.flags & FLAG_CONTROLLED) != 0)
+    )
+    kept_loop = rows[(batch.flags[rows] & FLAG_REPLACE) != 0]
+    repeated = np.bincount(batch.row_trace[loop], minlength=n) > np.bincount(
+        batch.row_trace[kept_loop], minlength=n
+    )
+    parts, perm, starts = split_by_type(batch)
+    checked: list[int] = []
+    with torch.no_grad():
+        for k, g in enumerate(parts):
+            if any(s.key not in net.sites for s in g.layout.sites):
+                continue  # an address the network was not built with: drawn from the prior, q = p
+            traces = perm[starts[k] : starts[k + 1]]
+            log_q = net.log_q(
+                g.layout,
+                torch.from_numpy(g.values).float(),
+                torch.from_numpy(g.params).float(),
+                driver.obs_embedding.expand(len(g), -1),
+            ).double()
+            want = defensive_log_ratio(log_q.numpy() - log_p[traces], eps)
+            once = ~repeated[traces]
+            np.testing.assert_allclose(mixed[traces][once], want[once], rtol=1e-5, atol=2e-4)
+            checked += traces[once].tolist()
+    # Both kinds of trace were compared, over several trace types.
+    assert from_prior[checked].sum() >= 4 and (~from_prior[checked]).sum() >= 4, (checked, from_prior)
+    # No trace weighs more than 1/eps times its likelihood.
+    assert np.all(mixed >= math.log(eps) - 1e-9)
+
+
+def test_defensive_ic_cli_matches_the_exact_posterior_and_bounds_the_weights(gum_quick_checkpoint, tmp_path):
+    """`probexec posterior --engine ic --defensive 0.3` over two driver processes: the share of
+    prior traces is what was asked, the posterior is GUM's exact one, and no log weight exceeds
+    its log-likelihood - log 0.3. `--defensive` with another engine, or outside [0, 1], is refused
+    before anything starts."""
+    from probexec.trace import TraceBatch
+
+    path, _ = gum_quick_checkpoint
+    n, eps, out = 3000, 0.3, tmp_path / "post"
+    r = cli(
+        "posterior", "gum", "--engine", "ic", "--network", str(path), "--processes", "2", "--workers", "6",
+        "--defensive", str(eps), "-n", str(n), "--seed", "2", "-o", str(out), "--json", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["defensive"] == eps and summary["num_traces"] == n
+    se = math.sqrt(n * eps * (1 - eps))
+    assert abs(summary["prior_traces"] - n * eps) <= 4 * se, summary["prior_traces"]
+    with np.load(out / "posterior.npz") as f:
+        log_w, mu = f["log_weights"], f["latent/mu"]
+    w = np.exp(log_w - log_w.max())
+    mean, std = _gum_exact([8.0, 9.0])
+    se_mean, se_std = weighted_moment_errors(mu, w)
+    post_mean = float(np.sum(w * mu) / w.sum())
+    assert_close(post_mean, mean, se_mean, "defensive IC mu mean")
+    assert_close(
+        float(np.sqrt(np.sum(w * (mu - post_mean) ** 2) / w.sum())), std, se_std, "defensive IC mu std"
+    )
+    assert summary["ess"] / n >= 0.3, summary["ess"]
+    log_lik = TraceBatch.load(out / "traces.npz").log_likelihood()
+    assert np.all(log_w <= log_lik - math.log(eps) + 1e-9)
+    for bad, message in ((["--engine", "is", "--defensive", "0.3"], "--engine ic"),
+                         (["--engine", "ic", "--network", str(path), "--defensive", "1.5"], r"\[0, 1\]")):  # fmt: skip
+        r = cli("posterior", "gum", *bad, "-n", "10", "-o", str(tmp_path / "bad"))
+        assert r.returncode != 0 and re.search(message, r.stderr), r.stderr
+        assert not (tmp_path / "bad").exists()

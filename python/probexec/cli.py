@@ -319,6 +319,14 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     info = get_simulator(args.simulator)
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
+    if args.defensive and args.engine != "ic":
+        raise ValueError(
+            f"--defensive mixes the prior into a network's proposal: it is for --engine ic, not {args.engine}"
+        )
+    if not 0.0 <= args.defensive <= 1.0:
+        raise ValueError(
+            f"--defensive is the share of traces drawn from the prior, in [0, 1]; got {args.defensive}"
+        )
     if args.events:
         return _posterior_events(args, info)
     observe = _observations(args, info)  # checked before any simulator starts
@@ -452,7 +460,12 @@ def _ic_runner(
     net, _ = load_checkpoint(args.network, simulator=info.name, observations=shapes, device=device)
     in_flight = args.workers or (16 if processes == 1 else 32 * processes)
     per_driver = -(-in_flight // processes)
-    common = {"latents": list(info.latents), "progress": not args.quiet, "quorum": args.quorum}
+    common = {
+        "latents": list(info.latents),
+        "progress": not args.quiet,
+        "quorum": args.quorum,
+        "defensive": args.defensive,
+    }
     if processes > 1 and single:  # one event: its start-up is part of its call (and its timeline)
         yield lambda observe, seed: ic_posterior_processes(
             args.network, info.name, args.n, observe, processes=processes, in_flight=per_driver,
@@ -769,6 +782,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="ic: the share of a driver's traces in flight each network round waits for (default 1: "
         "all, so a seed fixes the result); below 1, simulators still computing join the next round",
+    )
+    s.add_argument(
+        "--defensive",
+        type=float,
+        default=0.0,
+        metavar="EPS",
+        help="ic: draw this share of the traces from the prior and weight every trace against the "
+        "mixture (1-EPS) q + EPS p, so that no trace weighs more than 1/EPS times its likelihood and "
+        "an event the network reads badly costs at most about 1/EPS times the variance of sampling "
+        "from the prior (default 0: plain IC; e.g. 0.1)",
     )
     s.add_argument(
         "-n",

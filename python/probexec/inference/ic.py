@@ -10,6 +10,13 @@ for a rejection loop (`replace`) only the last iteration counts, and every itera
 proposal computed at the loop's first one (the network is trained on the accepted draws only).
 Addresses the network has never seen are drawn from the prior (q = p, weight factor 1); they are
 counted and reported.
+
+A *defensive* share ε of the traces can be drawn wholly from the prior (Hesterberg's defensive
+mixture): every trace is then weighted against the mixture (1 - ε) q(x) + ε p(x), which needs
+q(x) also for the prior's traces, so the network still steps through them and scores each draw.
+The weight p(x) p(y | x) / ((1 - ε) q(x) + ε p(x)) is at most p(y | x) / ε: an event the network
+reads badly costs IC at most a factor ε against importance sampling from the prior, where
+without the mixture one trace the proposal thought unlikely can take all the weight.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class _Slot:
     cached: dict[str, torch.Tensor] = field(default_factory=dict)  # replace key -> LSTM output row
     log_q: dict[str, float] = field(default_factory=dict)  # key -> log q of its last draw
     log_qs: list[dict[str, float]] = field(default_factory=list)  # per finished trace
+    from_prior: bool = False  # this trace is one of the defensive mixture's prior traces
+    from_priors: list[bool] = field(default_factory=list)  # per finished trace
 
 
 @dataclass
@@ -63,6 +72,7 @@ class ICStats:
     steps: int = 0
     network_draws: int = 0
     prior_fallbacks: int = 0
+    prior_traces: int = 0  # the defensive mixture's traces drawn from the prior
     unknown_addresses: set[str] = field(default_factory=set)
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -80,6 +90,7 @@ class ICDriver:
         device: str | torch.device = "cpu",
         keep_observations: bool = False,
         quorum: float = 1.0,
+        defensive: float = 0.0,
     ) -> None:
         """`keep_observations`: keep every trace's wide observations (a calorimeter image and its
         per-voxel mean and stddev, 0.6 MB a trace) in the result; by default they are scored on
@@ -91,10 +102,16 @@ class ICDriver:
         arrived and no other reply is waiting: a simulator still computing (a trace's last
         step builds the calorimeter image) joins the next round instead of holding this one up.
         The traces are as exact either way; only which random numbers each draw gets depends
-        on timing."""
+        on timing.
+
+        `defensive`: the share ε of traces drawn from the prior, each trace weighted against the
+        mixture (1 - ε) q + ε p (module docstring). 0, the default, is plain IC; 1 is importance
+        sampling from the prior, with the network's steps spent for nothing."""
         if not 0.0 < quorum <= 1.0:
             raise ValueError(f"quorum is a share of the traces in flight, in (0, 1]; got {quorum}")
+        check_defensive(defensive)
         self.quorum = quorum
+        self.defensive = defensive
         self._checked = 0.0  # when the simulators in flight were last checked for life
         self.net = network.to(device).eval()
         self.device = torch.device(device)
@@ -191,7 +208,15 @@ class ICDriver:
         priors = [_prior_row(p) for p in pend]  # type: ignore[arg-type]
         params = [q[0] for q in priors]
         sites = [tables.index[keys[i]] for i in rows]
-        for part in tables.draw(sites, hidden, params, self.gen):
+        # The defensive mixture's prior traces: the prior chooses, the network only scores.
+        given: dict[int, np.ndarray] = {}
+        if self.defensive:
+            for r, i in enumerate(rows):
+                if self.slots[i].from_prior:
+                    p = pend[r]
+                    assert p is not None
+                    given[r] = np.asarray(sample_wire(p.dist_type, p.params, self.rng), dtype=np.float64)
+        for part in tables.draw(sites, hidden, params, self.gen, given):
             self.prev_in[torch.tensor([rows[r] for r in part.rows], device=dev)] = part.following
             for j, r in enumerate(part.rows):
                 i = rows[r]
@@ -239,6 +264,8 @@ class ICDriver:
     def _reset(self, i: int) -> None:
         s = self.slots[i]
         s.cached, s.log_q = {}, {}
+        # Drawn only when asked for, so that plain IC's random numbers, and results for a seed, stay.
+        s.from_prior = self.defensive > 0 and bool(self.rng.random() < self.defensive)
         self._restarted.append(i)  # its LSTM state is zeroed at the next round, with the others
 
     def run(
@@ -265,6 +292,7 @@ class ICDriver:
                         still.append(i)
                         continue
                     s.log_qs.append(s.log_q)
+                    s.from_priors.append(s.from_prior)
                     bar.update(1)
                     if on_trace is not None:
                         on_trace()
@@ -282,7 +310,8 @@ class ICDriver:
         # Slot by slot (a weighted sample has no order; reordering would copy every row).
         batch = TraceBatch.concat([s.stepper.builder.build() for s in self.slots])
         log_q_maps = [m for s in self.slots for m in s.log_qs]
-        return batch, self._log_q_sums(batch, log_q_maps)
+        self.stats.prior_traces = sum(f for s in self.slots for f in s.from_priors)
+        return batch, defensive_log_ratio(self._log_q_sums(batch, log_q_maps), self.defensive)
 
     @staticmethod
     def _log_q_sums(batch: TraceBatch, maps: list[dict[str, float]]) -> np.ndarray:
@@ -300,6 +329,20 @@ class ICDriver:
         return out
 
 
+def check_defensive(defensive: float) -> None:
+    if not 0.0 <= defensive <= 1.0:
+        raise ValueError(f"defensive is the share of traces drawn from the prior, in [0, 1]; got {defensive}")
+
+
+def defensive_log_ratio(q_minus_p: np.ndarray, defensive: float) -> np.ndarray:
+    """log(Q(x) / p(x)) for the mixture Q = (1 - ε) q + ε p, from each trace's log(q(x) / p(x))."""
+    if defensive == 0.0:
+        return q_minus_p
+    if defensive == 1.0:
+        return np.zeros_like(q_minus_p)
+    return np.logaddexp(math.log1p(-defensive) + q_minus_p, math.log(defensive))
+
+
 def ic_posterior(
     network: ProposalLSTM,
     models: Sequence[Any],
@@ -312,9 +355,10 @@ def ic_posterior(
     progress: bool = False,
     keep_observations: bool = False,
     quorum: float = 1.0,
+    defensive: float = 0.0,
 ) -> Posterior:
-    """IC over `models` (one trace in flight per model). `keep_observations`, `quorum`: see
-    `ICDriver`."""
+    """IC over `models` (one trace in flight per model). `keep_observations`, `quorum`,
+    `defensive`: see `ICDriver`."""
     t0 = time.perf_counter()
     batch, q_minus_p, stats = _run_driver(
         network,
@@ -326,6 +370,7 @@ def ic_posterior(
         progress,
         keep_observations=keep_observations,
         quorum=quorum,
+        defensive=defensive,
     )
     return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
 
@@ -341,9 +386,17 @@ def _run_driver(
     on_trace: Callable[[], None] | None = None,
     keep_observations: bool = False,
     quorum: float = 1.0,
+    defensive: float = 0.0,
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
     driver = ICDriver(
-        network, models, observe, seed=seed, device=device, keep_observations=keep_observations, quorum=quorum
+        network,
+        models,
+        observe,
+        seed=seed,
+        device=device,
+        keep_observations=keep_observations,
+        quorum=quorum,
+        defensive=defensive,
     )
     threads = torch.get_num_threads()
     if driver.device.type == "cpu":
@@ -360,6 +413,8 @@ def _run_driver(
         "network_steps": st.steps,
         "network_draws": st.network_draws,
         "prior_fallbacks": st.prior_fallbacks,
+        "defensive": driver.defensive,
+        "prior_traces": st.prior_traces,
         "unknown_addresses": sorted(st.unknown_addresses),
         "batch_sizes": st.batch_sizes,
         "in_flight": len(driver.slots),

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from probexec.inference.ic import _posterior, _run_driver
+from probexec.inference.ic import _posterior, _run_driver, check_defensive
 from probexec.inference.result import Posterior
 from probexec.lifeline import exit_with_parent
 from probexec.trace import TraceBatch
@@ -77,14 +77,23 @@ def _driver_main(
             startup["simulators_started"] = time.time() - created
             conn.send(("ready", startup))
             while (task := conn.recv()) is not None:
-                num_traces, observe, seed, quorum, called = task
+                num_traces, observe, seed, quorum, defensive, called = task
 
                 def count() -> None:
                     counts[slot] += 1
 
                 driving = time.time() - called
                 batch, q_minus_p, stats = _run_driver(
-                    net, pool.models, num_traces, observe, seed, device, False, count, quorum=quorum
+                    net,
+                    pool.models,
+                    num_traces,
+                    observe,
+                    seed,
+                    device,
+                    False,
+                    count,
+                    quorum=quorum,
+                    defensive=defensive,
                 )
                 stats["timeline"] = {"driving": driving, "driven": time.time() - called}
                 conn.send(("done", (batch, q_minus_p, stats)))
@@ -200,10 +209,11 @@ class ICDrivers:
         seed: int | None = None,
         progress: bool = False,
         quorum: float = 1.0,
+        defensive: float = 0.0,
     ) -> Posterior:
         """IC of `num_traces` traces conditioned on `observe`, shared out over the drivers (at
         most one driver per trace). The same seed on the same drivers gives the same split and
-        the same per-driver seeds."""
+        the same per-driver seeds. `quorum`, `defensive`: see `ICDriver`."""
         if not self._procs:
             raise RuntimeError("these IC drivers are closed")
         # Checked here, not in the drivers: a bad argument should not cost the drivers.
@@ -211,6 +221,7 @@ class ICDrivers:
             raise ValueError(f"num_traces must be at least 1, got {num_traces}")
         if not 0.0 < quorum <= 1.0:
             raise ValueError(f"quorum is a share of the traces in flight, in (0, 1]; got {quorum}")
+        check_defensive(defensive)
         t0, called = time.perf_counter(), time.time()
         n = self.processes
         sizes = [num_traces // n + (i < num_traces % n) for i in range(n)]
@@ -224,7 +235,7 @@ class ICDrivers:
 
         try:
             for i in used:
-                self._conns[i].send((sizes[i], dict(observe), int(seeds[i]) >> 1, quorum, called))
+                self._conns[i].send((sizes[i], dict(observe), int(seeds[i]) >> 1, quorum, defensive, called))
             parts = self._collect("done", used, None, advance)
             bar.update(num_traces - bar.n)
         except BaseException:
@@ -239,6 +250,8 @@ class ICDrivers:
             "network_steps": sum(st["network_steps"] for _, _, st in parts),
             "network_draws": sum(st["network_draws"] for _, _, st in parts),
             "prior_fallbacks": sum(st["prior_fallbacks"] for _, _, st in parts),
+            "defensive": defensive,
+            "prior_traces": sum(st["prior_traces"] for _, _, st in parts),
             "unknown_addresses": sorted({a for _, _, st in parts for a in st["unknown_addresses"]}),
             "batch_sizes": [k for _, _, st in parts for k in st["batch_sizes"]],
             "in_flight": sum(st["in_flight"] for _, _, st in parts),
@@ -289,6 +302,7 @@ def ic_posterior_processes(
     device: str = "cpu",
     progress: bool = False,
     quorum: float = 1.0,
+    defensive: float = 0.0,
 ) -> Posterior:
     """IC of one event with `processes` driver processes started for it (`ICDrivers`, closed at
     the end). Its stats' `timeline` holds each driver's start-up stages as well, all in seconds
@@ -299,7 +313,13 @@ def ic_posterior_processes(
     processes = min(processes, num_traces)  # a driver with no traces is not started; ICDrivers checks >= 1
     with ICDrivers(network, simulator, processes=processes, in_flight=in_flight, device=device) as drivers:
         post = drivers.posterior(
-            num_traces, observe, latents=latents, seed=seed, progress=progress, quorum=quorum
+            num_traces,
+            observe,
+            latents=latents,
+            seed=seed,
+            progress=progress,
+            quorum=quorum,
+            defensive=defensive,
         )
         shift = drivers.startup_seconds
         post.stats["timeline"] = [

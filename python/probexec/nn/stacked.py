@@ -11,7 +11,7 @@ distribution and sizes), of which a simulator has a handful.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,11 +138,15 @@ class StackedSites:
         hidden: Tensor,
         params: Sequence[np.ndarray],
         generator: torch.Generator | None = None,
+        given: Mapping[int, np.ndarray] | None = None,
     ) -> list[HeadDraws]:
         """Samples every row's value from its address's proposal given the LSTM output `hidden`
         [R, H], with its log q; one `sample_with_log_prob` call per head kind. Each row's input
         for its trace's next step is computed here too, while the values and parameters are
-        tensors already."""
+        tensors already.
+
+        `given`: rows (by position) whose value is already chosen, e.g. drawn from the prior for
+        a defensive mixture; they get that value and its log q under the proposal instead."""
         idx = torch.as_tensor(np.asarray(sites), device=self.device)
         h = torch.relu(_gathered_linear(self.w0, self.b0, idx, hidden))
         out = []
@@ -154,11 +158,37 @@ class StackedSites:
             raw = _gathered_linear(k.weight, k.bias, self.local[site_rows], h.index_select(0, at))
             p = torch.from_numpy(p32).to(self.device)
             values, log_q = k.head.sample_with_log_prob(raw, p, generator)
+            if given:
+                values, log_q = self._score_given(k, rows, given, raw, p, values, log_q)
             following = self._previous(k, site_rows, p, values)
             # One copy back per kind (a copy from a GPU waits for it).
             both = torch.cat([values.double(), log_q.double().unsqueeze(-1)], -1).cpu().numpy()
             out.append(HeadDraws(rows, both[:, :-1], both[:, -1], following))
         return out
+
+    def _score_given(
+        self,
+        k: _Kind,
+        rows: list[int],
+        given: Mapping[int, np.ndarray],
+        raw: Tensor,
+        params: Tensor,
+        values: Tensor,
+        log_q: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """`values` and `log_q` with the rows of `given` replaced by their value and its log q."""
+        fixed = [j for j, r in enumerate(rows) if r in given]
+        if not fixed:
+            return values, log_q
+        size = k.head.value_size
+        chosen = [np.asarray(given[rows[j]], dtype=np.float64).reshape(-1) for j in fixed]
+        if any(len(v) != size for v in chosen):
+            bad = next(rows[j] for j, v in zip(fixed, chosen, strict=True) if len(v) != size)
+            raise ValueError(f"row {bad}: a given value must have {size} elements, like its address's draws")
+        at = torch.as_tensor(fixed, device=self.device)
+        v = torch.from_numpy(np.stack(chosen)).to(device=self.device, dtype=values.dtype)
+        scored = k.head.log_prob(raw.index_select(0, at), params.index_select(0, at), v)
+        return values.index_copy(0, at, v), log_q.index_copy(0, at, scored.to(log_q.dtype))
 
     def _params(self, k: _Kind, params: Sequence[np.ndarray], sites: Sequence[int]) -> np.ndarray:
         """The rows' prior parameters as one float32 array, refused when a row has not as many as
