@@ -119,8 +119,8 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_simulators(tmp_path):
-    """`--network`: IC infers the demo's event with as many traces as importance sampling, and
-    the two ESS are printed side by side. A network trained for another simulator is refused
+    """`--network`: IC infers the demo's event with as many traces as importance sampling (here
+    with a defensive share of prior traces), and the two ESS are printed side by side. A network trained for another simulator is refused
     before any simulator starts, naming both."""
     data, net = tmp_path / "tau", tmp_path / "tau.pt"
     for args in (
@@ -130,9 +130,12 @@ def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_s
     ):  # fmt: skip
         r = _cli(*args)
         assert r.returncode == 0, r.stderr
-    r = _cli("demo", "--model", "tau_decay_coarse", "--traces", "80", "--workers", "2", "--network", str(net))
+    r = _cli(
+        "demo", "--model", "tau_decay_coarse", "--traces", "80", "--workers", "2", "--network", str(net),
+        "--defensive", "0.25",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "inference compilation with" in r.stdout
+    assert "inference compilation with" in r.stdout and "0.25 of them from the prior" in r.stdout
     side = re.search(r"at 80 traces each: ESS ([0-9.]+) with IC against ([0-9.]+) with the prior", r.stdout)
     assert side is not None, r.stdout
     assert float(side.group(1)) >= 1 and float(side.group(2)) >= 1
@@ -148,3 +151,5 @@ def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_s
     assert "the observation" not in r.stdout
     r = _cli("demo", "--model", "gum", "--network", str(gum_net))
     assert r.returncode == 1 and "--model tau_decay" in r.stderr
+    r = _cli("demo", "--model", "tau_decay_coarse", "--defensive", "0.2")
+    assert r.returncode == 1 and "give --network" in r.stderr

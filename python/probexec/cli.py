@@ -104,7 +104,17 @@ _DEMO_TAU = {
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.model not in _DEMO_TAU and args.network:
         raise ValueError(f"demo --network runs IC on a tau event: use it with --model {'|'.join(_DEMO_TAU)}")
+    if args.defensive and not args.network:
+        raise ValueError("demo --defensive mixes the prior into IC's proposal: give --network too")
+    _check_defensive_option(args.defensive)
     return _demo_tau(args) if args.model in _DEMO_TAU else _demo_gum(args)
+
+
+def _check_defensive_option(defensive: float) -> None:
+    if not 0.0 <= defensive <= 1.0:
+        raise ValueError(
+            f"--defensive is the share of traces drawn from the prior, in [0, 1]; got {defensive}"
+        )
 
 
 def _noise_floor(simulator: str) -> float:
@@ -160,8 +170,9 @@ def _demo_tau(args: argparse.Namespace) -> int:
     if net is not None:
         from probexec.inference.ic import ic_posterior
 
+        mixed = f", {args.defensive:g} of them from the prior (--defensive)" if args.defensive else ""
         print(
-            f"  inference compilation with {args.network}, {args.traces} traces, 16 simulators in flight ..."
+            f"  inference compilation with {args.network}, {args.traces} traces{mixed}, 16 simulators in flight ..."
         )
         with remote_pool(sim, workers=16) as pool:
             ic = ic_posterior(
@@ -172,6 +183,7 @@ def _demo_tau(args: argparse.Namespace) -> int:
                 latents=["px", "py", "pz", "channel"],
                 seed=args.seed + 2,
                 progress=True,
+                defensive=args.defensive,
             )
         _print_tau_posterior(ic, true)
         print(
@@ -323,10 +335,7 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--defensive mixes the prior into a network's proposal: it is for --engine ic, not {args.engine}"
         )
-    if not 0.0 <= args.defensive <= 1.0:
-        raise ValueError(
-            f"--defensive is the share of traces drawn from the prior, in [0, 1]; got {args.defensive}"
-        )
+    _check_defensive_option(args.defensive)
     if args.events:
         return _posterior_events(args, info)
     observe = _observations(args, info)  # checked before any simulator starts
@@ -980,6 +989,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--network",
         help="tau_decay*: also infer the event by IC with this network (`probexec train`), as many traces",
+    )
+    s.add_argument(
+        "--defensive",
+        type=float,
+        default=0.0,
+        metavar="EPS",
+        help="with --network: draw this share of IC's traces from the prior (see `probexec posterior --defensive`)",
     )
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--workers", type=int, default=None)
