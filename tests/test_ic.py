@@ -1049,17 +1049,17 @@ def test_quorum_lets_the_other_traces_go_on_past_a_stalled_simulator(gum_quick_n
 # --- the defensive mixture (`--defensive`) ----------------------------------------------------------
 
 
-def test_defensive_prior_traces_are_scored_as_training_scores_them(tmp_path):
-    """With a defensive share, some traces are drawn from the prior and every trace is weighted
-    against (1 - eps) q + eps p. That needs the network's log q also at values it did not choose.
-    On tau_decay (uniform, categorical, normal and Poisson sites, a rejection loop) each trace's
-    mixed log ratio must equal the mixture made from the training path's log q of the same
-    values: a prior trace scored with the log q of a draw it did not post would not.
+def test_ic_scores_like_training_including_prior_traces_and_repeated_loops(tmp_path):
+    """IC's log q of each draw, as the driver records it, against the training path's log q of
+    the same values (`ProposalLSTM.site_log_q`), on tau_decay: uniform, categorical, normal and
+    Poisson sites and a rejection loop, with a defensive share of 0.5.
 
-    Only traces whose rejection loop ran once are compared: a loop shares the proposal of its
-    first iteration, so after a repeated loop the LSTM state is the first iteration's, where
-    the training path steps through the accepted values alone (the weights are exact either
-    way: they use the q each value was drawn from)."""
+    - A prior trace of the defensive mixture gets its draws scored by the network: scored with
+      the log q of a draw it did not post, it would not match.
+    - After a rejection loop that ran several times the LSTM state must be that of the accepted
+      draws alone, as in training. Inside such a loop only the first draw of an iteration can
+      match: the others reuse the proposals of the first iteration, made from its draws.
+    - Each trace's log Q/p is the mixture of the training path's log q/p."""
     from probexec.data.layout import kept_controlled_rows, split_by_type
     from probexec.inference.ic import ICDriver, defensive_log_ratio
     from probexec.trace import FLAG_CONTROLLED, FLAG_REPLACE, SAMPLE
@@ -1080,36 +1080,50 @@ def test_defensive_prior_traces_are_scored_as_training_scores_them(tmp_path):
             m.close()
     # Binomial(48, 0.5): 24 +- 4 standard errors (3.5).
     assert 10 <= driver.stats.prior_traces <= 38, driver.stats.prior_traces
-    from_prior = np.array([f for s in driver.slots for f in s.from_priors])  # in the batch's order
+    # In the batch's order, like `mixed`.
+    from_prior = np.array([f for s in driver.slots for f in s.from_priors])
+    recorded = [m for s in driver.slots for m in s.log_qs]
     rows = kept_controlled_rows(batch)
     log_p = np.zeros(n)
     np.add.at(log_p, batch.row_trace[rows], batch.log_prob()[rows])
-    loop = (
-        (batch.kind == SAMPLE) & ((batch.flags & FLAG_REPLACE) != 0) & ((batch.flags & FLAG_CONTROLLED) != 0)
-    )
-    kept_loop = rows[(batch.flags[rows] & FLAG_REPLACE) != 0]
+    f = batch.flags
+    loop = (batch.kind == SAMPLE) & ((f & FLAG_REPLACE) != 0) & ((f & FLAG_CONTROLLED) != 0)
+    kept_loop = rows[(f[rows] & FLAG_REPLACE) != 0]
     repeated = np.bincount(batch.row_trace[loop], minlength=n) > np.bincount(
         batch.row_trace[kept_loop], minlength=n
     )
     parts, perm, starts = split_by_type(batch)
     checked: list[int] = []
+    after_repeated_loop = 0
     with torch.no_grad():
         for k, g in enumerate(parts):
-            if any(s.key not in net.sites for s in g.layout.sites):
+            sites = g.layout.sites
+            if any(s.key not in net.sites for s in sites):
                 continue  # an address the network was not built with: drawn from the prior, q = p
             traces = perm[starts[k] : starts[k + 1]]
-            log_q = net.log_q(
+            site_log_q = net.site_log_q(
                 g.layout,
                 torch.from_numpy(g.values).float(),
                 torch.from_numpy(g.params).float(),
                 driver.obs_embedding.expand(len(g), -1),
             ).double()
-            want = defensive_log_ratio(log_q.numpy() - log_p[traces], eps)
+            for j, t in enumerate(traces.tolist()):
+                for si, site in enumerate(sites):
+                    first_of_loop = si == 0 or not sites[si - 1].replace
+                    if repeated[t] and site.replace and not first_of_loop:
+                        continue
+                    got, want = recorded[t][site.key], float(site_log_q[si, j])
+                    assert got == pytest.approx(want, rel=1e-5, abs=2e-4), (t, si, site, from_prior[t])
+                    after_repeated_loop += bool(
+                        repeated[t] and not site.replace and si and sites[si - 1].replace
+                    )
             once = ~repeated[traces]
-            np.testing.assert_allclose(mixed[traces][once], want[once], rtol=1e-5, atol=2e-4)
-            checked += traces[once].tolist()
-    # Both kinds of trace were compared, over several trace types.
-    assert from_prior[checked].sum() >= 4 and (~from_prior[checked]).sum() >= 4, (checked, from_prior)
+            want_mixed = defensive_log_ratio(site_log_q.sum(0).numpy() - log_p[traces], eps)
+            np.testing.assert_allclose(mixed[traces][once], want_mixed[once], rtol=1e-5, atol=2e-4)
+            checked += traces.tolist()
+    # Both kinds of trace were compared, and draws right after a loop that ran more than once.
+    assert from_prior[checked].sum() >= 8 and (~from_prior[checked]).sum() >= 8, (checked, from_prior)
+    assert after_repeated_loop >= 5, after_repeated_loop
     # No trace weighs more than 1/eps times its likelihood.
     assert np.all(mixed >= math.log(eps) - 1e-9)
 

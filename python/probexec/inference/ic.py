@@ -61,6 +61,10 @@ class _Slot:
 
     stepper: TraceStepper
     cached: dict[str, torch.Tensor] = field(default_factory=dict)  # replace key -> LSTM output row
+    # A rejection loop's keys drawn so far in its current iteration, and the LSTM state (h, c, the
+    # previous-draw input) before each one's first draw: where a repeated iteration starts from.
+    loop_keys: set[str] = field(default_factory=set)
+    before: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     log_q: dict[str, float] = field(default_factory=dict)  # key -> log q of its last draw
     log_qs: list[dict[str, float]] = field(default_factory=list)  # per finished trace
     from_prior: bool = False  # this trace is one of the defensive mixture's prior traces
@@ -161,10 +165,14 @@ class ICDriver:
     # --- one network round over every pending draw -----------------------------------------------
     @torch.inference_mode()
     def _propose(self, slots: list[int]) -> None:
-        """One LSTM step for every pending draw that needs one (a rejection loop's later
-        iterations reuse the output of its first), then every proposal drawn from the stacked
+        """One LSTM step for every pending draw, then every proposal drawn from the stacked
         per-address tables (`StackedSites`): a fixed number of batched ops per round, whatever
-        the number of traces and addresses in it."""
+        the number of traces and addresses in it.
+
+        A rejection loop's later iterations reuse the proposals of its first (the weights take
+        the last iteration's draws at those proposals), but the LSTM steps through every
+        iteration again from the state before the loop, so that after the loop its state is
+        that of the accepted draws alone, as in training, not of the first iteration's."""
         net, dev, tables = self.net, self.device, self.tables
         if self._restarted:  # fresh traces start from a zero LSTM state
             fresh = torch.tensor(self._restarted, device=dev)
@@ -186,24 +194,35 @@ class ICDriver:
                 s.stepper.post(sample_wire(p.dist_type, p.params, self.rng))
                 continue
             keys[i] = key
-            (reuse if p.replace and key in s.cached else step_rows).append(i)
+            if not p.replace:
+                s.loop_keys.clear()
+                step_rows.append(i)
+            elif key not in s.cached:  # a loop's first iteration
+                s.before[key] = (self.h[:, i].clone(), self.c[:, i].clone(), self.prev_in[i].clone())
+                s.loop_keys.add(key)
+                step_rows.append(i)
+            else:
+                if key in s.loop_keys:  # the loop starts over here: back to the state before it
+                    self.h[:, i], self.c[:, i], self.prev_in[i] = s.before[key]
+                    s.loop_keys = {key}
+                else:
+                    s.loop_keys.add(key)
+                reuse.append(i)
         if not keys:
             return
-        outs: list[torch.Tensor] = []
-        if step_rows:
-            idx = torch.tensor(step_rows, device=dev)
-            prev = self.prev_in.index_select(0, idx)
-            cur = tables.current([tables.index[keys[i]] for i in step_rows])
-            x = torch.cat([self.obs_embedding.expand(len(step_rows), -1), prev, cur], -1)
-            out, (h, c) = net.step(x, (self.h[:, idx], self.c[:, idx]))
-            self.h[:, idx], self.c[:, idx] = h, c
-            self.stats.steps += 1
-            self.stats.batch_sizes.append(len(step_rows))
-            outs.append(out)
-        if reuse:
-            outs.append(torch.stack([self.slots[i].cached[keys[i]] for i in reuse]))
         rows = step_rows + reuse
-        hidden = torch.cat(outs) if len(outs) > 1 else outs[0]
+        idx = torch.tensor(rows, device=dev)
+        prev = self.prev_in.index_select(0, idx)
+        cur = tables.current([tables.index[keys[i]] for i in rows])
+        x = torch.cat([self.obs_embedding.expand(len(rows), -1), prev, cur], -1)
+        hidden, (h, c) = net.step(x, (self.h[:, idx], self.c[:, idx]))
+        self.h[:, idx], self.c[:, idx] = h, c
+        self.stats.steps += 1
+        self.stats.batch_sizes.append(len(rows))
+        if reuse:  # the proposals of the loop's first iteration
+            hidden = torch.cat(
+                [hidden[: len(step_rows)], torch.stack([self.slots[i].cached[keys[i]] for i in reuse])]
+            )
         pend = [self.slots[i].stepper.pending for i in rows]
         priors = [_prior_row(p) for p in pend]  # type: ignore[arg-type]
         params = [q[0] for q in priors]
@@ -263,7 +282,7 @@ class ICDriver:
 
     def _reset(self, i: int) -> None:
         s = self.slots[i]
-        s.cached, s.log_q = {}, {}
+        s.cached, s.log_q, s.loop_keys, s.before = {}, {}, set(), {}
         # Drawn only when asked for, so that plain IC's random numbers, and results for a seed, stay.
         s.from_prior = self.defensive > 0 and bool(self.rng.random() < self.defensive)
         self._restarted.append(i)  # its LSTM state is zeroed at the next round, with the others
