@@ -139,6 +139,7 @@ def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_s
     side = re.search(r"at 80 traces each: ESS ([0-9.]+) with IC against ([0-9.]+) with the prior", r.stdout)
     assert side is not None, r.stdout
     assert float(side.group(1)) >= 1 and float(side.group(2)) >= 1
+    assert re.search(r"log p\(y\) estimated: [0-9.-]+ by IC, [0-9.-]+ by the prior", r.stdout), r.stdout
     assert r.stdout.count("channel posterior") == 2
 
     gum_data, gum_net = tmp_path / "gum", tmp_path / "gum.pt"

@@ -33,7 +33,14 @@ from probexec.nn.tensorboard import read_scalars
 from probexec.nn.training import build_network, prepare
 from probexec.remote import RemoteModel
 from probexec.simulators import get_simulator
-from test_posterior import GUM_MEAN, GUM_STD, branching_exact, check_discrete, hmm_exact_marginals
+from test_posterior import (
+    GUM_MEAN,
+    GUM_STD,
+    branching_exact,
+    check_discrete,
+    gum_log_evidence,
+    hmm_exact_marginals,
+)
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
@@ -1157,6 +1164,11 @@ def test_defensive_ic_cli_matches_the_exact_posterior_and_bounds_the_weights(gum
         float(np.sqrt(np.sum(w * (mu - post_mean) ** 2) / w.sum())), std, se_std, "defensive IC mu std"
     )
     assert summary["ess"] / n >= 0.3, summary["ess"]
+    # The evidence estimate holds only if every trace is weighted against the normalised mixture.
+    n_over_ess = n / summary["ess"]
+    assert_close(
+        summary["log_evidence"], gum_log_evidence([8.0, 9.0]), math.sqrt((n_over_ess - 1) / n), "log p(y)"
+    )
     log_lik = TraceBatch.load(out / "traces.npz").log_likelihood()
     assert np.all(log_w <= log_lik - math.log(eps) + 1e-9)
     for bad, message in ((["--engine", "is", "--defensive", "0.3"], "--engine ic"),

@@ -18,6 +18,21 @@ GUM_MEAN, GUM_STD = 7.25, math.sqrt(1 / 1.2)
 OBS = {"obs": [8.0, 9.0]}
 
 
+def gum_log_evidence(obs: list[float]) -> float:
+    """log p(obs) for GUM: the observations are jointly normal, mean 1 each, covariance 5 + 2 I."""
+    y = np.asarray(obs, dtype=float) - 1.0
+    cov = 5.0 * np.ones((len(y), len(y))) + 2.0 * np.eye(len(y))
+    _, logdet = np.linalg.slogdet(cov)
+    return float(-0.5 * (y @ np.linalg.solve(cov, y) + logdet + len(y) * math.log(2 * math.pi)))
+
+
+def log_evidence_se(post) -> float:
+    """The delta-method standard error of log mean(w): sqrt(var(w) / mean(w)^2 / N), with
+    var(w) / mean(w)^2 = N / ESS - 1 for Kish's ESS."""
+    n = post.num_traces
+    return math.sqrt(max(n / post.ess - 1.0, 0.0) / n)
+
+
 def check_normal_posterior(post, name: str, ess: float) -> None:
     e = post[name]
     assert_close(e.mean, GUM_MEAN, GUM_STD / math.sqrt(ess), f"{post.engine} {name} mean (ESS {ess:.0f})")
@@ -84,8 +99,10 @@ def test_is_gaussian_unknown_mean(sim):
     assert post.ess > 300
     check_normal_posterior(post, "mu", post.ess)
     s = post.summary()
-    assert set(s) >= {"engine", "num_traces", "ess", "seconds", "latents"}
+    assert set(s) >= {"engine", "num_traces", "ess", "seconds", "latents", "log_evidence"}
     assert s["latents"]["mu"]["mean"] == pytest.approx(post["mu"].mean)
+    assert s["log_evidence"] == post.log_evidence
+    assert_close(post.log_evidence, gum_log_evidence(OBS["obs"]), log_evidence_se(post), f"{sim} log p(y)")
 
 
 def test_is_hmm_marginals_match_forward_backward():
@@ -131,6 +148,7 @@ def test_rmh_gum_exact_and_converged():
     assert all(0.2 < a < 0.9 for a in post.stats["acceptance_rate_per_chain"])
     assert post.stats["r_hat"]["mu"] < 1.05
     check_normal_posterior(post, "mu", post.ess)
+    assert post.log_evidence is None and post.summary()["log_evidence"] is None  # no weights to estimate it
 
 
 def test_rmh_marsaglia_exact_with_changing_trace_length():

@@ -190,6 +190,19 @@ def _demo_tau(args: argparse.Namespace) -> int:
             f"  at {args.traces} traces each: ESS {ic.ess:.1f} with IC against {post.ess:.1f} with the prior "
             f"({ic.ess / max(post.ess, 1e-9):.2f}x)"
         )
+        gap = (ic.log_evidence or 0.0) - (post.log_evidence or 0.0)
+        print(
+            f"  log p(y) estimated: {ic.log_evidence:.2f} by IC, {post.log_evidence:.2f} by the prior"
+            + (
+                f"\n  the prior's is {gap:.1f} nats lower: its traces missed a part of the posterior that IC's "
+                "reached, so its ESS overstates what it knows"
+                if gap > 3
+                else f"\n  IC's is {-gap:.1f} nats lower: its traces missed a part of the posterior that the "
+                "prior's reached, so its ESS overstates what it knows"
+                if gap < -3
+                else ""
+            )
+        )
     return 0
 
 

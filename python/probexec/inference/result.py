@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,24 @@ class Posterior:
             return float(min(per_latent))
         return kish_ess(self.log_weights[np.isfinite(self.log_weights)])
 
+    @property
+    def log_evidence(self) -> float | None:
+        """An estimate of log p(y): SMC's own; for importance sampling (from the prior or a
+        network's proposal) the log of the mean weight, dropped traces counting as weight 0;
+        None for MCMC, which has no weights to estimate it from. Where the proposal misses part
+        of the posterior the estimate is low, so of two engines' estimates for one event the
+        one several nats lower has missed what the other found: a check that ESS cannot give,
+        since a sampler that never reached the posterior's bulk can still show an ESS of a few."""
+        if "log_evidence" in self.stats:
+            return float(self.stats["log_evidence"])
+        if self.engine not in ("is", "ic") or self.stats.get("likelihood_importance", 1.0) != 1.0:
+            return None
+        finite = self.log_weights[np.isfinite(self.log_weights)]
+        n = self.num_traces + self.dropped
+        if not len(finite):
+            return -math.inf
+        return float(np.logaddexp.reduce(finite) - math.log(n))
+
     def summary(self) -> dict[str, Any]:
         """The CLI's JSON: engine, num_traces, ess, seconds, latents {name: {mean, std}}, and more."""
         latents = {}
@@ -76,6 +95,7 @@ class Posterior:
             "ess": self.ess,
             "seconds": self.seconds,
             "dropped": self.dropped,
+            "log_evidence": self.log_evidence,
             "latents": latents,
             **self.stats,
         }
