@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from probexec.cores import usable_cores
+from probexec.inference.defensive import check_defensive
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -106,15 +107,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ValueError(f"demo --network runs IC on a tau event: use it with --model {'|'.join(_DEMO_TAU)}")
     if args.defensive and not args.network:
         raise ValueError("demo --defensive mixes the prior into IC's proposal: give --network too")
-    _check_defensive_option(args.defensive)
+    check_defensive(args.defensive, "--defensive")
     return _demo_tau(args) if args.model in _DEMO_TAU else _demo_gum(args)
-
-
-def _check_defensive_option(defensive: float) -> None:
-    if not 0.0 <= defensive <= 1.0:
-        raise ValueError(
-            f"--defensive is the share of traces drawn from the prior, in [0, 1]; got {defensive}"
-        )
 
 
 def _noise_floor(simulator: str) -> float:
@@ -190,9 +184,11 @@ def _demo_tau(args: argparse.Namespace) -> int:
             f"  at {args.traces} traces each: ESS {ic.ess:.1f} with IC against {post.ess:.1f} with the prior "
             f"({ic.ess / max(post.ess, 1e-9):.2f}x)"
         )
-        gap = (ic.log_evidence or 0.0) - (post.log_evidence or 0.0)
+        ic_z, is_z = ic.log_evidence, post.log_evidence  # never None for these two engines
+        assert ic_z is not None and is_z is not None
+        gap = ic_z - is_z
         print(
-            f"  log p(y) estimated: {ic.log_evidence:.2f} by IC, {post.log_evidence:.2f} by the prior"
+            f"  log p(y) estimated: {ic_z:.2f} by IC, {is_z:.2f} by the prior"
             + (
                 f"\n  the prior's is {gap:.1f} nats lower: its traces missed a part of the posterior that IC's "
                 "reached, so its ESS overstates what it knows"
@@ -348,7 +344,7 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--defensive mixes the prior into a network's proposal: it is for --engine ic, not {args.engine}"
         )
-    _check_defensive_option(args.defensive)
+    check_defensive(args.defensive, "--defensive")
     if args.events:
         return _posterior_events(args, info)
     observe = _observations(args, info)  # checked before any simulator starts

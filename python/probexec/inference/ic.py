@@ -11,12 +11,9 @@ proposal computed at the loop's first one (the network is trained on the accepte
 Addresses the network has never seen are drawn from the prior (q = p, weight factor 1); they are
 counted and reported.
 
-A *defensive* share ε of the traces can be drawn wholly from the prior (Hesterberg's defensive
-mixture): every trace is then weighted against the mixture (1 - ε) q(x) + ε p(x), which needs
-q(x) also for the prior's traces, so the network still steps through them and scores each draw.
-The weight p(x) p(y | x) / ((1 - ε) q(x) + ε p(x)) is at most p(y | x) / ε: an event the network
-reads badly costs IC at most a factor ε against importance sampling from the prior, where
-without the mixture one trace the proposal thought unlikely can take all the weight.
+A *defensive* share ε of the traces can be drawn wholly from the prior (`defensive.py`): every
+trace is then weighted against the mixture (1 - ε) q(x) + ε p(x), which needs q(x) also for the
+prior's traces, so the network still steps through them and scores each draw.
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ from tqdm import tqdm
 from probexec.data.layout import kept_controlled_rows
 from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.handlers import Condition, PriorProposal
+from probexec.inference.defensive import check_defensive, defensive_log_ratio
 from probexec.inference.result import BIG_OBSERVATION, Posterior
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
@@ -346,20 +344,6 @@ class ICDriver:
             if lq is not None:
                 out[t] += lq - lp[r]
         return out
-
-
-def check_defensive(defensive: float) -> None:
-    if not 0.0 <= defensive <= 1.0:
-        raise ValueError(f"defensive is the share of traces drawn from the prior, in [0, 1]; got {defensive}")
-
-
-def defensive_log_ratio(q_minus_p: np.ndarray, defensive: float) -> np.ndarray:
-    """log(Q(x) / p(x)) for the mixture Q = (1 - ε) q + ε p, from each trace's log(q(x) / p(x))."""
-    if defensive == 0.0:
-        return q_minus_p
-    if defensive == 1.0:
-        return np.zeros_like(q_minus_p)
-    return np.logaddexp(math.log1p(-defensive) + q_minus_p, math.log(defensive))
 
 
 def ic_posterior(

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from probexec.inference.ic import _posterior, _run_driver, check_defensive
+from probexec.inference.defensive import check_defensive
+from probexec.inference.ic import _posterior, _run_driver
 from probexec.inference.result import Posterior
 from probexec.lifeline import exit_with_parent
 from probexec.trace import TraceBatch
