@@ -16,6 +16,7 @@ import numpy as np
 
 from probexec.cores import usable_cores
 from probexec.inference.defensive import check_defensive
+from probexec.inference.ic_adapt import AdaptOptions
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -345,6 +346,7 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
             f"--defensive mixes the prior into a network's proposal: it is for --engine ic, not {args.engine}"
         )
     check_defensive(args.defensive, "--defensive")
+    _adapt_options(args)  # checked before any simulator starts
     if args.events:
         return _posterior_events(args, info)
     observe = _observations(args, info)  # checked before any simulator starts
@@ -450,6 +452,23 @@ def _posterior_runner(
         yield lambda observe, seed: run_engine(pool, args.engine, args.n, observe, seed=seed, **options)
 
 
+def _adapt_options(args: argparse.Namespace) -> AdaptOptions | None:
+    """`--adapt ROUNDS` and its settings as `AdaptOptions`, or None without it."""
+    if not args.adapt:
+        return None
+    if args.engine != "ic":
+        raise ValueError(
+            f"--adapt fits a network's proposal to the event: it is for --engine ic, not {args.engine}"
+        )
+    return AdaptOptions(
+        rounds=args.adapt,
+        traces=args.adapt_traces,
+        steps=args.adapt_steps,
+        lr=args.adapt_lr,
+        ess_share=args.adapt_ess_share,
+    )
+
+
 @contextlib.contextmanager
 def _ic_runner(
     args: argparse.Namespace, info: Any, events: list[dict[str, np.ndarray]], single: bool
@@ -483,6 +502,7 @@ def _ic_runner(
         "progress": not args.quiet,
         "quorum": args.quorum,
         "defensive": args.defensive,
+        "adapt": _adapt_options(args),
     }
     if processes > 1 and single:  # one event: its start-up is part of its call (and its timeline)
         yield lambda observe, seed: ic_posterior_processes(
@@ -810,6 +830,36 @@ def build_parser() -> argparse.ArgumentParser:
         "mixture (1-EPS) q + EPS p, so that no trace weighs more than 1/EPS times its likelihood and "
         "an event the network reads badly costs at most about 1/EPS times the variance of sampling "
         "from the prior (default 0: plain IC; e.g. 0.1)",
+    )
+    s.add_argument(
+        "--adapt",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="ic: before the -n traces, adapt a copy of the network to each event over this many "
+        "rounds of --adapt-traces IC traces, each followed by --adapt-steps gradient steps on the "
+        "round's weighted traces (default 0: none). The weights stay exact; the rounds' traces are "
+        "spent on the adaptation and not part of the posterior",
+    )
+    s.add_argument(
+        "--adapt-traces", type=int, default=AdaptOptions.traces, help="ic: traces per adaptation round"
+    )
+    s.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=AdaptOptions.steps,
+        help="ic: Adam steps after each adaptation round",
+    )
+    s.add_argument(
+        "--adapt-lr", type=float, default=AdaptOptions.lr, help="ic: the adaptation's learning rate"
+    )
+    s.add_argument(
+        "--adapt-ess-share",
+        type=float,
+        default=AdaptOptions.ess_share,
+        help="ic: the fit's weights are tempered, w^beta with the largest beta <= 1 that keeps their ESS "
+        "at this share of a round's traces, so that a round with an ESS of a few does not pull the "
+        "proposal onto those few traces",
     )
     s.add_argument(
         "-n",

@@ -34,6 +34,7 @@ from probexec.data.layout import kept_controlled_rows
 from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.handlers import Condition, PriorProposal
 from probexec.inference.defensive import check_defensive, defensive_log_ratio
+from probexec.inference.ic_adapt import AdaptOptions, adapt_network, observation_tensors, round_seeds
 from probexec.inference.result import BIG_OBSERVATION, Posterior
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
@@ -121,18 +122,7 @@ class ICDriver:
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(self.rng.integers(2**62)))
         self.condition = Condition(observations)
-        obs = {}
-        for spec in self.net.config.observations:
-            if spec.name not in observations:
-                raise KeyError(
-                    f"the network conditions on observation {spec.name!r}; give it (got {sorted(observations)})"
-                )
-            v = np.asarray(observations[spec.name], dtype=np.float32)
-            if v.size != int(np.prod(spec.shape)):
-                raise ValueError(
-                    f"observation {spec.name!r} has {v.size} values, the network expects shape {spec.shape}"
-                )
-            obs[spec.name] = torch.from_numpy(v.reshape(1, *spec.shape)).to(self.device)
+        obs = observation_tensors(self.net, observations, self.device)
         with torch.no_grad():
             self.obs_embedding = self.net.embed_observations(obs)  # [1, O]: the same for every trace
         self.slots: list[_Slot] = []
@@ -359,10 +349,33 @@ def ic_posterior(
     keep_observations: bool = False,
     quorum: float = 1.0,
     defensive: float = 0.0,
+    adapt: AdaptOptions | None = None,
 ) -> Posterior:
     """IC over `models` (one trace in flight per model). `keep_observations`, `quorum`,
-    `defensive`: see `ICDriver`."""
+    `defensive`: see `ICDriver`. `adapt`: first adapt a copy of the network to this event over
+    rounds of IC (`ic_adapt.py`); the posterior is then the last, adapted round's, and its stats'
+    `adapt` holds each round's record."""
     t0 = time.perf_counter()
+    records = None
+    if adapt is not None:
+        seeds = round_seeds(seed, adapt)
+
+        def run_round(net: ProposalLSTM, r: int) -> Posterior:
+            b, q, st = _run_driver(
+                net,
+                models,
+                adapt.traces,
+                observe,
+                seeds[r],
+                device,
+                progress,
+                quorum=quorum,
+                defensive=defensive,
+            )
+            return _posterior(b, q, st, latents, 0.0)
+
+        network, records = adapt_network(network, run_round, observe, adapt)
+        seed = seeds[-1]
     batch, q_minus_p, stats = _run_driver(
         network,
         models,
@@ -375,6 +388,8 @@ def ic_posterior(
         quorum=quorum,
         defensive=defensive,
     )
+    if records is not None:
+        stats["adapt"] = {"options": adapt.to_dict(), "rounds": records}
     return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
 
 

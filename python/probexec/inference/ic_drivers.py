@@ -31,8 +31,11 @@ from tqdm import tqdm
 
 from probexec.inference.defensive import check_defensive
 from probexec.inference.ic import _posterior, _run_driver
+from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_seeds
 from probexec.inference.result import Posterior
 from probexec.lifeline import exit_with_parent
+from probexec.nn.checkpoint import load_checkpoint
+from probexec.nn.network import ProposalLSTM
 from probexec.trace import TraceBatch
 
 _START_TIMEOUT_S = 300.0  # for a driver to import, load the network and start its simulators
@@ -68,17 +71,27 @@ def _driver_main(
     booted = time.time() - created
     exit_with_parent()  # a killed engine's drivers end, and their simulators with them
     try:
+        import torch
+
         from probexec.inference.pool import remote_pool
         from probexec.nn.checkpoint import load_checkpoint
 
         startup = {"booted": booted}
         net, _ = load_checkpoint(network, simulator=simulator, device=device)
+        # The checkpoint's weights, put back after a task that ran with adapted ones.
+        trained = {k: v.clone() for k, v in net.state_dict().items()}
+        adapted = False
         startup["network_loaded"] = time.time() - created
         with remote_pool(simulator, workers=in_flight) as pool:
             startup["simulators_started"] = time.time() - created
             conn.send(("ready", startup))
             while (task := conn.recv()) is not None:
-                num_traces, observe, seed, quorum, defensive, called = task
+                num_traces, observe, seed, quorum, defensive, called, weights = task
+                if weights is not None:
+                    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+                elif adapted:
+                    net.load_state_dict(trained)
+                adapted = weights is not None
 
                 def count() -> None:
                     counts[slot] += 1
@@ -111,6 +124,11 @@ def _driver_main(
             conn.send(("error", (error, traceback.format_exc())))
 
 
+def _weights(net: ProposalLSTM) -> dict[str, np.ndarray]:
+    """A network's weights as arrays, to send to the drivers (a copy each: they load it)."""
+    return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+
+
 class ICDrivers:
     """`processes` IC driver processes, each with its own copy of the network (loaded from the
     checkpoint file `network`) and `in_flight` simulators, kept until `close`:
@@ -138,6 +156,8 @@ class ICDrivers:
             raise ValueError(f"in_flight must be at least 1, got {in_flight}")
         self.simulator = simulator
         self.in_flight = in_flight
+        self.network = Path(network)
+        self._adapt_base: ProposalLSTM | None = None  # the network, loaded here when adapting
         ctx = mp.get_context("spawn")  # the parent may hold CUDA state, which a fork must not copy
         self._counts = ctx.RawArray("q", processes)
         self._procs: list[Any] = []
@@ -211,10 +231,13 @@ class ICDrivers:
         progress: bool = False,
         quorum: float = 1.0,
         defensive: float = 0.0,
+        adapt: AdaptOptions | None = None,
     ) -> Posterior:
         """IC of `num_traces` traces conditioned on `observe`, shared out over the drivers (at
         most one driver per trace). The same seed on the same drivers gives the same split and
-        the same per-driver seeds. `quorum`, `defensive`: see `ICDriver`."""
+        the same per-driver seeds. `quorum`, `defensive`: see `ICDriver`. `adapt`: as in
+        `ic_posterior`; the rounds run on the drivers and the fits here, and the drivers get the
+        adapted weights for this call only."""
         if not self._procs:
             raise RuntimeError("these IC drivers are closed")
         # Checked here, not in the drivers: a bad argument should not cost the drivers.
@@ -223,6 +246,37 @@ class ICDrivers:
         if not 0.0 < quorum <= 1.0:
             raise ValueError(f"quorum is a share of the traces in flight, in (0, 1]; got {quorum}")
         check_defensive(defensive)
+        if adapt is None:
+            return self._posterior(num_traces, observe, latents, seed, progress, quorum, defensive, None)
+        if self._adapt_base is None:
+            self._adapt_base, _ = load_checkpoint(self.network, simulator=self.simulator, device="cpu")
+        t0 = time.perf_counter()
+        seeds = round_seeds(seed, adapt)
+
+        def run_round(net: ProposalLSTM, r: int) -> Posterior:
+            return self._posterior(
+                adapt.traces, observe, latents, seeds[r], False, quorum, defensive, _weights(net)
+            )
+
+        net, records = adapt_network(self._adapt_base, run_round, observe, adapt)
+        post = self._posterior(
+            num_traces, observe, latents, seeds[-1], progress, quorum, defensive, _weights(net)
+        )
+        post.stats["adapt"] = {"options": adapt.to_dict(), "rounds": records}
+        post.seconds = time.perf_counter() - t0
+        return post
+
+    def _posterior(
+        self,
+        num_traces: int,
+        observe: Mapping[str, Any],
+        latents: Sequence[str] | None,
+        seed: int | None,
+        progress: bool,
+        quorum: float,
+        defensive: float,
+        weights: dict[str, np.ndarray] | None,
+    ) -> Posterior:
         t0, called = time.perf_counter(), time.time()
         n = self.processes
         sizes = [num_traces // n + (i < num_traces % n) for i in range(n)]
@@ -236,7 +290,8 @@ class ICDrivers:
 
         try:
             for i in used:
-                self._conns[i].send((sizes[i], dict(observe), int(seeds[i]) >> 1, quorum, defensive, called))
+                task = (sizes[i], dict(observe), int(seeds[i]) >> 1, quorum, defensive, called, weights)
+                self._conns[i].send(task)
             parts = self._collect("done", used, None, advance)
             bar.update(num_traces - bar.n)
         except BaseException:
@@ -304,6 +359,7 @@ def ic_posterior_processes(
     progress: bool = False,
     quorum: float = 1.0,
     defensive: float = 0.0,
+    adapt: AdaptOptions | None = None,
 ) -> Posterior:
     """IC of one event with `processes` driver processes started for it (`ICDrivers`, closed at
     the end). Its stats' `timeline` holds each driver's start-up stages as well, all in seconds
@@ -321,6 +377,7 @@ def ic_posterior_processes(
             progress=progress,
             quorum=quorum,
             defensive=defensive,
+            adapt=adapt,
         )
         shift = drivers.startup_seconds
         post.stats["timeline"] = [

@@ -1,0 +1,120 @@
+"""IC with and without adapting the network to each event first, on the demo's tau events, at
+the same number of simulator traces.
+
+    python docs/ic/adapt_probe.py --network NET [--seeds 1 2 ... 9] [--traces 3000]
+        [--rounds 4] [--round-traces 250] [--steps 20] [--lr 3e-4] [--ess-share 0.1]
+        [--repeats R] [--json OUT.jsonl]
+
+The events, the figures per run and the IS baseline are `defensive_probe.py`'s. Plain IC draws
+`--traces`; adapted IC (`ic_posterior(..., adapt=AdaptOptions(...))`) spends `--rounds` x
+`--round-traces` of them on adapting a copy of the network and the rest on its posterior, so
+both cost the simulators the same. Run k of an event uses seed S + 2 + 1000 k for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+from defensive_probe import SIMULATOR, event, row
+
+from probexec.inference import importance_sampling, remote_pool
+from probexec.inference.ic import ic_posterior
+from probexec.inference.ic_adapt import AdaptOptions
+from probexec.nn import load_checkpoint
+from probexec.simulators import get_simulator
+
+LATENTS = ["px", "py", "pz", "channel"]
+
+
+def gmean(values: list[float]) -> float:
+    return math.exp(float(np.mean(np.log(values))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--network", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 10)))
+    ap.add_argument("--traces", type=int, default=3000, help="simulator traces per run, adaptation included")
+    ap.add_argument("--rounds", type=int, default=AdaptOptions.rounds)
+    ap.add_argument("--round-traces", type=int, default=AdaptOptions.traces)
+    ap.add_argument("--steps", type=int, default=AdaptOptions.steps)
+    ap.add_argument("--lr", type=float, default=AdaptOptions.lr)
+    ap.add_argument("--ess-share", type=float, default=AdaptOptions.ess_share)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", help="write the rows here, one JSON object a line")
+    args = ap.parse_args()
+    opts = AdaptOptions(args.rounds, args.round_traces, args.steps, args.lr, ess_share=args.ess_share)
+    final = args.traces - opts.rounds * opts.traces
+    if final < 1:
+        raise SystemExit(
+            f"--rounds x --round-traces ({opts.rounds * opts.traces}) leaves no traces of {args.traces}"
+        )
+    net, _ = load_checkpoint(
+        args.network, simulator=SIMULATOR, observations=get_simulator(SIMULATOR).observed
+    )
+    rows: list[dict[str, Any]] = []
+    with remote_pool(SIMULATOR, workers=16) as pool:
+        for seed in args.seeds:
+            image, true = event(pool, seed)
+            obs = {"calorimeter": image}
+            t0 = time.perf_counter()
+            post = importance_sampling(pool, args.traces, obs, seed=seed + 1, progress=False)
+            rows.append(row(post, "is", seed, true, time.perf_counter() - t0))
+            print(json.dumps(rows[-1]), flush=True)
+            for k in range(args.repeats):
+                for run, n, adapt in (("ic", args.traces, None), ("adapted", final, opts)):
+                    t0 = time.perf_counter()
+                    post = ic_posterior(
+                        net, pool.models, n, obs, latents=LATENTS, seed=seed + 2 + 1000 * k, adapt=adapt
+                    )
+                    r = {**row(post, run, seed, true, time.perf_counter() - t0), "repeat": k}
+                    if adapt is not None:
+                        r["rounds"] = post.stats["adapt"]["rounds"]
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    runs = ["is", "ic", "adapted"]
+    by = {(s, k): [r for r in rows if r["seed"] == s and r["run"] == k] for s in args.seeds for k in runs}
+    print(f"\n{args.traces} traces a run; geometric mean ESS / mean KL estimate over {args.repeats} IC runs")
+    print(
+        "| seed | channel | "
+        + " | ".join(f"{k} ESS" for k in runs)
+        + " | "
+        + " | ".join(f"{k} KL" for k in runs)
+        + " |"
+    )
+    for s in args.seeds:
+        ess = [gmean([r["ess"] for r in by[s, k]]) for k in runs]
+        kl = [float(np.mean([r["kl"] for r in by[s, k]])) for k in runs]
+        print(
+            f"| {s} | {by[s, 'is'][0]['channel']} | "
+            + " | ".join(f"{e:.1f}" for e in ess)
+            + " | "
+            + " | ".join(f"{x:.2f}" for x in kl)
+            + " |"
+        )
+    for k in runs:
+        print(
+            f"{k}: geometric mean ESS over the events {gmean([gmean([r['ess'] for r in by[s, k]]) for s in args.seeds]):.1f}, "
+            f"mean KL estimate {np.mean([r['kl'] for s in args.seeds for r in by[s, k]]):.2f}"
+        )
+    ratio = np.array(
+        [
+            gmean([r["ess"] for r in by[s, "adapted"]]) / gmean([r["ess"] for r in by[s, "ic"]])
+            for s in args.seeds
+        ]
+    )
+    print(
+        f"adapted / ic ESS: median {np.median(ratio):.2f}, lowest {ratio.min():.2f}, above 1 on {(ratio > 1).sum()} of {len(ratio)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
