@@ -838,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROUNDS",
         help="ic: before the -n traces, adapt a copy of the network to each event over this many "
         "rounds of --adapt-traces IC traces, each followed by --adapt-steps gradient steps on the "
-        "round's weighted traces (default 0: none). The weights stay exact; the rounds' traces are "
+        "weighted traces of the rounds so far (default 0: none). The weights stay exact; the rounds' traces are "
         "spent on the adaptation and not part of the posterior",
     )
     s.add_argument(
@@ -857,9 +857,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapt-ess-share",
         type=float,
         default=AdaptOptions.ess_share,
-        help="ic: the fit's weights are tempered, w^beta with the largest beta <= 1 that keeps their ESS "
-        "at this share of a round's traces, so that a round with an ESS of a few does not pull the "
-        "proposal onto those few traces",
+        help="ic: the fit's weights (every round's traces so far) are tempered, w^beta with the largest "
+        "beta <= 1 that keeps their ESS at this share of those traces, so that rounds with an ESS of a few "
+        "do not pull the proposal onto those few traces",
     )
     s.add_argument(
         "-n",
