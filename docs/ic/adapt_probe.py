@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 import numpy as np
-from defensive_probe import SIMULATOR, event, row
+from defensive_probe import SIMULATOR, events_with_is, row
 
-from probexec.inference import importance_sampling, remote_pool
+from probexec.inference import remote_pool
 from probexec.inference.ic import ic_posterior
 from probexec.inference.ic_adapt import AdaptOptions
 from probexec.nn import load_checkpoint
@@ -59,12 +59,8 @@ def main() -> None:
     )
     rows: list[dict[str, Any]] = []
     with remote_pool(SIMULATOR, workers=16) as pool:
-        for seed in args.seeds:
-            image, true = event(pool, seed)
-            obs = {"calorimeter": image}
-            t0 = time.perf_counter()
-            post = importance_sampling(pool, args.traces, obs, seed=seed + 1, progress=False)
-            rows.append(row(post, "is", seed, true, time.perf_counter() - t0))
+        for seed, obs, true, is_row in events_with_is(pool, args.seeds, args.traces):
+            rows.append(is_row)
             print(json.dumps(rows[-1]), flush=True)
             for k in range(args.repeats):
                 for run, n, adapt in (("ic", args.traces, None), ("adapted", final, opts)):

@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,17 @@ def row(post: Posterior, run: str, seed: int, true: dict[str, float], seconds: f
     }
 
 
+def events_with_is(pool: Any, seeds: list[int], traces: int) -> Iterator[tuple[int, dict, dict, dict]]:
+    """Per demo event: its seed, the observation, the true latents, and the row of importance
+    sampling from the prior on it (seed S + 1, as the demo)."""
+    for seed in seeds:
+        image, true = event(pool, seed)
+        obs = {"calorimeter": image}
+        t0 = time.perf_counter()
+        post = importance_sampling(pool, traces, obs, seed=seed + 1, progress=False)
+        yield seed, obs, true, row(post, "is", seed, true, time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--network", required=True)
@@ -82,12 +94,8 @@ def main() -> None:
     )
     rows: list[dict[str, Any]] = []
     with remote_pool(SIMULATOR, workers=16) as pool:
-        for seed in args.seeds:
-            image, true = event(pool, seed)
-            obs = {"calorimeter": image}
-            t0 = time.perf_counter()
-            post = importance_sampling(pool, args.traces, obs, seed=seed + 1, progress=False)
-            rows.append(row(post, "is", seed, true, time.perf_counter() - t0))
+        for seed, obs, true, is_row in events_with_is(pool, args.seeds, args.traces):
+            rows.append(is_row)
             for k in range(args.repeats):
                 for eps in args.defensive:
                     t0 = time.perf_counter()

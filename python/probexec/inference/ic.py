@@ -34,7 +34,7 @@ from probexec.data.layout import kept_controlled_rows
 from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.handlers import Condition, PriorProposal
 from probexec.inference.defensive import check_defensive, defensive_log_ratio
-from probexec.inference.ic_adapt import AdaptOptions, adapt_network, observation_tensors, round_seeds
+from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_seeds
 from probexec.inference.result import BIG_OBSERVATION, Posterior
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
@@ -122,7 +122,7 @@ class ICDriver:
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(self.rng.integers(2**62)))
         self.condition = Condition(observations)
-        obs = observation_tensors(self.net, observations, self.device)
+        obs = self.net.observation_batch(observations, self.device)
         with torch.no_grad():
             self.obs_embedding = self.net.embed_observations(obs)  # [1, O]: the same for every trace
         self.slots: list[_Slot] = []

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from probexec.data.layout import TypeLayout, split_by_type
-from probexec.inference.result import Posterior
+from probexec.inference.result import Posterior, kish_ess
 from probexec.nn.network import ProposalLSTM
 from probexec.trace import TraceBatch
 
@@ -61,7 +61,7 @@ class AdaptOptions:
             raise ValueError(f"adaptation lr must be a positive number, got {self.lr}")
         if not 0.0 <= self.ess_share <= 1.0:
             raise ValueError(
-                f"adaptation ess_share is a share of a round's traces, in [0, 1]; got {self.ess_share}"
+                f"adaptation ess_share is a share of the fitted traces, in [0, 1]; got {self.ess_share}"
             )
         if not 0.0 <= self.min_weight < 1.0:
             raise ValueError(f"adaptation min_weight is a normalised weight in [0, 1), got {self.min_weight}")
@@ -78,41 +78,16 @@ class _WeightedGroup:
     weights: torch.Tensor  # normalised over all groups' kept traces
 
 
-def observation_tensors(
-    net: ProposalLSTM, observe: Mapping[str, Any], device: torch.device
-) -> dict[str, torch.Tensor]:
-    """The observations the network conditions on, as a batch of one in its shapes."""
-    obs = {}
-    for spec in net.config.observations:
-        if spec.name not in observe:
-            raise KeyError(
-                f"the network conditions on observation {spec.name!r}; give it (got {sorted(observe)})"
-            )
-        v = np.asarray(observe[spec.name], dtype=np.float32)
-        if v.size != int(np.prod(spec.shape)):
-            raise ValueError(
-                f"observation {spec.name!r} has {v.size} values, the network expects shape {spec.shape}"
-            )
-        obs[spec.name] = torch.from_numpy(v.reshape(1, *spec.shape)).to(device)
-    return obs
-
-
 def tempering_exponent(log_w: np.ndarray, ess_share: float) -> float:
     """The largest beta in [0, 1] for which the weights w^beta have a Kish ESS of at least
     `ess_share` of their number (found by bisection: the ESS falls as beta grows)."""
-
-    def ess(beta: float) -> float:
-        lw = beta * log_w
-        w = np.exp(lw - lw.max())
-        return float(w.sum() ** 2 / (w**2).sum())
-
     target = ess_share * len(log_w)
-    if ess(1.0) >= target:
+    if kish_ess(log_w) >= target:
         return 1.0
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ess(mid) >= target else (lo, mid)
+        lo, hi = (mid, hi) if kish_ess(mid * log_w) >= target else (lo, mid)
     return lo
 
 
@@ -175,7 +150,7 @@ def fit_to_posterior(
             "traces_fitted": 0,
             "beta": beta,
         }
-    obs = observation_tensors(net, observe, device)
+    obs = net.observation_batch(observe, device)
     # Eval mode: no dropout, and normalisation as at inference, where the adapted q is used.
     net.eval()
     optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)

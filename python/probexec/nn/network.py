@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -238,6 +239,23 @@ class ProposalLSTM(nn.Module):
         for spec in self.config.observations:
             if spec.name not in observations:
                 raise KeyError(f"the network needs observation {spec.name!r}; got {sorted(observations)}")
+
+    def observation_batch(self, observe: Mapping[str, Any], device: torch.device | str) -> dict[str, Tensor]:
+        """One event's observations (arrays of any shape with the right number of values) as the
+        batch of one this network embeds; a missing one or a wrong size is named."""
+        batch = {}
+        for spec in self.config.observations:
+            if spec.name not in observe:
+                raise KeyError(
+                    f"the network conditions on observation {spec.name!r}; give it (got {sorted(observe)})"
+                )
+            v = np.asarray(observe[spec.name], dtype=np.float32)
+            if v.size != int(np.prod(spec.shape)):
+                raise ValueError(
+                    f"observation {spec.name!r} has {v.size} values, the network expects shape {spec.shape}"
+                )
+            batch[spec.name] = torch.from_numpy(v.reshape(1, *spec.shape)).to(device)
+        return batch
 
     def feedforward_input(self, observations: Mapping[str, Tensor]) -> Tensor:
         """The feed-forward observations, transformed and concatenated: [B, size]."""
