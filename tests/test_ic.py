@@ -4,6 +4,7 @@ IC posteriors against the exact ones (tolerances: 4 standard errors from the ESS
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -1056,39 +1057,53 @@ def test_quorum_lets_the_other_traces_go_on_past_a_stalled_simulator(gum_quick_n
 # --- the defensive mixture (`--defensive`) ----------------------------------------------------------
 
 
-def test_ic_scores_like_training_including_prior_traces_and_repeated_loops(tmp_path):
-    """IC's log q of each draw, as the driver records it, against the training path's log q of
-    the same values (`ProposalLSTM.site_log_q`), on tau_decay: uniform, categorical, normal and
-    Poisson sites and a rejection loop, with a defensive share of 0.5.
+def test_ic_scores_like_training_including_prior_traces_mixed_networks_and_repeated_loops(tmp_path):
+    """IC's log q of each draw, as the driver records it for each of its networks, against the
+    training path's log q of the same values (`ProposalLSTM.site_log_q`), on tau_decay: uniform,
+    categorical, normal and Poisson sites and a rejection loop. A share of 0.3 of the traces comes
+    from the prior (defensive) and 0.3 from a second network (`mix`).
 
-    - A prior trace of the defensive mixture gets its draws scored by the network: scored with
-      the log q of a draw it did not post, it would not match.
+    - A trace drawn by the prior or by the other network gets its draws scored by each network:
+      scored with the log q of a draw it did not post, it would not match.
     - After a rejection loop that ran several times the LSTM state must be that of the accepted
       draws alone, as in training. Inside such a loop only the first draw of an iteration can
       match: the others reuse the proposals of the first iteration, made from its draws.
-    - Each trace's log Q/p is the mixture of the training path's log q/p."""
+    - Each trace's log Q/p is the mixture's, from the training path's log q/p of both networks."""
     from probexec.data.layout import kept_controlled_rows, split_by_type
-    from probexec.inference.ic import ICDriver, defensive_log_ratio
+    from probexec.inference.defensive import mixture_log_ratio
+    from probexec.inference.ic import PRIOR, ICDriver
     from probexec.trace import FLAG_CONTROLLED, FLAG_REPLACE, SAMPLE
 
     torch.manual_seed(0)
     groups = list(make_dataset(tmp_path / "tau", "tau_decay", 200).iter_groups())
-    net = build_network("tau_decay", groups).eval()
+    nets = [build_network("tau_decay", groups).eval()]
+    nets.append(copy.deepcopy(nets[0]))
+    with torch.no_grad():  # the second network: the first with its heads' last layers moved
+        for head in nets[1].heads.values():
+            head.layer[2].weight.add_(0.3 * torch.randn_like(head.layer[2].weight))
     image = groups[0].observations["calorimeter"].rows(0, 1).draw(np.random.default_rng(1))
-    eps, n = 0.5, 48
+    eps, share, n = 0.3, 0.3, 60
     models = [RemoteModel("tau_decay") for _ in range(4)]
     try:
         with pytest.raises(ValueError, match="defensive"):
-            ICDriver(net, models, {"calorimeter": image}, defensive=1.5)
-        driver = ICDriver(net, models, {"calorimeter": image}, seed=3, defensive=eps)
+            ICDriver(nets[0], models, {"calorimeter": image}, defensive=1.5)
+        with pytest.raises(ValueError, match=r"mix is the share .* in \[0, 0.7\]"):
+            ICDriver(nets[0], models, {"calorimeter": image}, defensive=eps, mix=(nets[1], 0.8))
+        driver = ICDriver(
+            nets[0], models, {"calorimeter": image}, seed=3, defensive=eps, mix=(nets[1], share)
+        )
         batch, mixed = driver.run(n)
     finally:
         for m in models:
             m.close()
-    # Binomial(48, 0.5): 24 +- 4 standard errors (3.5).
-    assert 10 <= driver.stats.prior_traces <= 38, driver.stats.prior_traces
+    # Binomial(60, 0.3) each: 18 +- 4 standard errors (3.5).
+    assert 4 <= driver.stats.prior_traces <= 32, driver.stats.prior_traces
+    assert 4 <= driver.stats.mix_traces <= 32, driver.stats.mix_traces
     # In the batch's order, like `mixed`.
-    from_prior = np.array([f for s in driver.slots for f in s.from_priors])
+    source = np.array([k for s in driver.slots for k in s.sources])
+    assert (source == PRIOR).sum() == driver.stats.prior_traces and (
+        source == 1
+    ).sum() == driver.stats.mix_traces
     recorded = [m for s in driver.slots for m in s.log_qs]
     rows = kept_controlled_rows(batch)
     log_p = np.zeros(n)
@@ -1105,34 +1120,42 @@ def test_ic_scores_like_training_including_prior_traces_and_repeated_loops(tmp_p
     with torch.no_grad():
         for k, g in enumerate(parts):
             sites = g.layout.sites
-            if any(s.key not in net.sites for s in sites):
+            if any(s.key not in nets[0].sites for s in sites):
                 continue  # an address the network was not built with: drawn from the prior, q = p
             traces = perm[starts[k] : starts[k + 1]]
-            site_log_q = net.site_log_q(
-                g.layout,
-                torch.from_numpy(g.values).float(),
-                torch.from_numpy(g.params).float(),
-                driver.obs_embedding.expand(len(g), -1),
-            ).double()
-            for j, t in enumerate(traces.tolist()):
-                for si, site in enumerate(sites):
-                    first_of_loop = si == 0 or not sites[si - 1].replace
-                    if repeated[t] and site.replace and not first_of_loop:
-                        continue
-                    got, want = recorded[t][site.key], float(site_log_q[si, j])
-                    assert got == pytest.approx(want, rel=1e-5, abs=2e-4), (t, si, site, from_prior[t])
-                    after_repeated_loop += bool(
-                        repeated[t] and not site.replace and si and sites[si - 1].replace
-                    )
             once = ~repeated[traces]
-            want_mixed = defensive_log_ratio(site_log_q.sum(0).numpy() - log_p[traces], eps)
+            ratios = []
+            for which, net in enumerate(nets):
+                site_log_q = net.site_log_q(
+                    g.layout,
+                    torch.from_numpy(g.values).float(),
+                    torch.from_numpy(g.params).float(),
+                    driver.proposers[which].obs_embedding.expand(len(g), -1),
+                ).double()
+                for j, t in enumerate(traces.tolist()):
+                    for si, site in enumerate(sites):
+                        first_of_loop = si == 0 or not sites[si - 1].replace
+                        if repeated[t] and site.replace and not first_of_loop:
+                            continue
+                        got, want = recorded[t][which][site.key], float(site_log_q[si, j])
+                        assert got == pytest.approx(want, rel=1e-5, abs=2e-4), (which, t, si, site, source[t])
+                        after_repeated_loop += bool(
+                            repeated[t] and not site.replace and si and sites[si - 1].replace
+                        )
+                ratios.append(site_log_q.sum(0).numpy() - log_p[traces])
+                np.testing.assert_allclose(
+                    driver.log_q_ratios[which][traces][once], ratios[-1][once], rtol=1e-5, atol=2e-4
+                )
+            want_mixed = mixture_log_ratio(ratios, [1 - eps - share, share], eps)
             np.testing.assert_allclose(mixed[traces][once], want_mixed[once], rtol=1e-5, atol=2e-4)
             checked += traces.tolist()
-    # Both kinds of trace were compared, and draws right after a loop that ran more than once.
-    assert from_prior[checked].sum() >= 8 and (~from_prior[checked]).sum() >= 8, (checked, from_prior)
+    # Every kind of trace was compared, and draws right after a loop that ran more than once.
+    for kind in (0, 1, PRIOR):
+        assert (source[checked] == kind).sum() >= 4, (kind, source[checked])
     assert after_repeated_loop >= 5, after_repeated_loop
-    # No trace weighs more than 1/eps times its likelihood.
+    # The mixture bounds every weight: Q/p is at least eps, and at least share * q'/p.
     assert np.all(mixed >= math.log(eps) - 1e-9)
+    assert np.all(mixed >= math.log(share) + driver.log_q_ratios[1] - 1e-9)
 
 
 def test_defensive_ic_cli_matches_the_exact_posterior_and_bounds_the_weights(gum_quick_checkpoint, tmp_path):
@@ -1233,6 +1256,7 @@ def test_adapted_ic_recovers_a_weak_network_and_leaves_it_as_it_was(gum_weak_che
     try:
         plain = ic_posterior(net, models, 1000, obs, seed=1)
         adapted = ic_posterior(net, models, 1000, obs, seed=1, adapt=opts)
+        mixed = ic_posterior(net, models, 1000, obs, seed=1, adapt=dataclasses.replace(opts, mix=0.3))
     finally:
         for m in models:
             m.close()
@@ -1240,6 +1264,13 @@ def test_adapted_ic_recovers_a_weak_network_and_leaves_it_as_it_was(gum_weak_che
     assert adapted.ess / 1000 >= 0.5, adapted.ess
     assert adapted.num_traces == 1000  # the rounds' traces are not part of the posterior
     _assert_gum_exact(*_gum_weighted_mu(adapted), "adapted IC")
+    # With 0.3 of the traces from the weak network as trained: Binomial(1000, 0.3), 300 +- 4
+    # standard errors (14.5). Those traces add little weight, the others keep theirs, so ESS/N
+    # stays near 0.7 of the adapted run's; the posterior is still the exact one.
+    assert mixed.stats["mix"] == 0.3 and 242 <= mixed.stats["mix_traces"] <= 358, mixed.stats["mix_traces"]
+    assert adapted.stats["mix_traces"] == 0
+    assert mixed.ess / 1000 >= 0.4, mixed.ess
+    _assert_gum_exact(*_gum_weighted_mu(mixed), "adapted IC mixed with the trained network")
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     record = adapted.stats["adapt"]
     assert record["options"]["rounds"] == 3 and len(record["rounds"]) == 3
@@ -1263,11 +1294,14 @@ def test_adapted_ic_cli_over_driver_processes_matches_the_exact_posterior(gum_we
     r = cli(
         "posterior", "gum", "--engine", "ic", "--network", str(path), "--processes", "2", "--workers", "8",
         "--adapt", "3", "--adapt-traces", "200", "--adapt-steps", "30", "--adapt-lr", "1e-3",
-        "-n", str(n), "--seed", "1", "-o", str(out), "--json", "--quiet",
+        "--adapt-mix", "0.2", "-n", str(n), "--seed", "1", "-o", str(out), "--json", "--quiet",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_traces"] == n and len(summary["adapt"]["rounds"]) == 3
+    assert summary["adapt"]["options"]["mix"] == 0.2
+    # Binomial(1000, 0.2): 200 +- 4 standard errors (12.6); the drivers' counts add up.
+    assert 149 <= summary["mix_traces"] <= 251, summary["mix_traces"]
     assert summary["ess"] / n >= 0.5, summary["ess"]
     with np.load(out / "posterior.npz") as f:
         log_w, mu = f["log_weights"], f["latent/mu"]
@@ -1285,6 +1319,22 @@ def test_adapted_ic_cli_over_driver_processes_matches_the_exact_posterior(gum_we
         (["--engine", "ic", "--network", str(path), "--adapt", "2", "--adapt-lr", "0"], "lr"),
         (["--engine", "ic", "--network", str(path), "--adapt", "2", "--adapt-ess-share", "2"], "ess_share"),
         (["--engine", "ic", "--network", str(path), "--adapt", "2", "--adapt-traces", "0"], "traces"),
+        (["--engine", "ic", "--network", str(path), "--adapt", "2", "--adapt-mix", "1.5"], "mix"),
+        (
+            [
+                "--engine",
+                "ic",
+                "--network",
+                str(path),
+                "--adapt",
+                "2",
+                "--adapt-mix",
+                "0.6",
+                "--defensive",
+                "0.5",
+            ],
+            r"--adapt-mix .* \[0, 0.5\]",
+        ),
     ):
         r = cli("posterior", "gum", *bad, "-n", "10", "-o", str(tmp_path / "bad"))
         assert r.returncode != 0 and re.search(message, r.stderr), r.stderr

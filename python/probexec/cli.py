@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from probexec.cores import usable_cores
-from probexec.inference.defensive import check_defensive
+from probexec.inference.defensive import check_defensive, check_mixture
 from probexec.inference.ic_adapt import AdaptOptions
 
 
@@ -346,7 +346,9 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
             f"--defensive mixes the prior into a network's proposal: it is for --engine ic, not {args.engine}"
         )
     check_defensive(args.defensive, "--defensive")
-    _adapt_options(args)  # checked before any simulator starts
+    adapt = _adapt_options(args)  # checked before any simulator starts
+    if adapt is not None:
+        check_mixture(adapt.mix, args.defensive, "--adapt-mix")
     if args.events:
         return _posterior_events(args, info)
     observe = _observations(args, info)  # checked before any simulator starts
@@ -466,6 +468,7 @@ def _adapt_options(args: argparse.Namespace) -> AdaptOptions | None:
         steps=args.adapt_steps,
         lr=args.adapt_lr,
         ess_share=args.adapt_ess_share,
+        mix=args.adapt_mix,
     )
 
 
@@ -860,6 +863,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="ic: the fit's weights (every round's traces so far) are tempered, w^beta with the largest "
         "beta <= 1 that keeps their ESS at this share of those traces, so that rounds with an ESS of a few "
         "do not pull the proposal onto those few traces",
+    )
+    s.add_argument(
+        "--adapt-mix",
+        type=float,
+        default=AdaptOptions.mix,
+        metavar="SHARE",
+        help="ic: from the second adaptation round on, this share of the traces comes from the network as "
+        "trained, and every trace is weighted against the mixture of it and the adapted one, so that a fit "
+        f"that narrowed the proposal loses no part of the posterior the trained network reaches "
+        f"(default {AdaptOptions.mix:g})",
     )
     s.add_argument(
         "-n",

@@ -14,6 +14,12 @@ counted and reported.
 A *defensive* share ε of the traces can be drawn wholly from the prior (`defensive.py`): every
 trace is then weighted against the mixture (1 - ε) q(x) + ε p(x), which needs q(x) also for the
 prior's traces, so the network still steps through them and scores each draw.
+
+A share s of the traces can likewise come from a second network (`mix`; `--adapt` uses it to keep
+some traces from the network as trained beside the adapted one). Each trace is then weighted
+against (1 - ε - s) q(x) + s q'(x) + ε p(x): both networks step through every trace, and each
+scores the draws the other (or the prior) chose. This is multiple importance sampling with the
+balance heuristic; every weight is bounded by 1/s times the weight q' alone would give it.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from tqdm import tqdm
 from probexec.data.layout import kept_controlled_rows
 from probexec.distributions.fast_sampling import sample_wire, value_shape
 from probexec.handlers import Condition, PriorProposal
-from probexec.inference.defensive import check_defensive, defensive_log_ratio
-from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_seeds
+from probexec.inference.defensive import check_defensive, check_mixture, mixture_log_ratio
+from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_mix, round_seeds
 from probexec.inference.result import BIG_OBSERVATION, Posterior
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
@@ -54,20 +60,40 @@ def _prior_row(p: PendingDraw) -> tuple[np.ndarray, tuple[int, ...]]:
     return flatten_params(p.dist_type, p.params, np.zeros(shape)), shape
 
 
+PRIOR = -1  # a trace's source (`_Slot.source`): the prior; 0, 1: the driver's first, second network
+
+
+@dataclass
+class _Proposer:
+    """One network's part of the driver: its stacked tables, the event's embedding and each
+    in-flight trace's LSTM state. A driver mixing two networks has two, stepped side by side."""
+
+    net: ProposalLSTM
+    tables: StackedSites
+    obs_embedding: torch.Tensor  # [1, O]: the same for every trace
+    h: torch.Tensor  # [layers, slots, hidden]
+    c: torch.Tensor
+    # Each trace's "previous draw" input for its next LSTM step: the network's start vector
+    # until its first proposed draw, then that draw's (`HeadDraws.following`).
+    prev_in: torch.Tensor  # [slots, prev_size]
+
+
 @dataclass
 class _Slot:
-    """What one in-flight trace carries between network steps."""
+    """What one in-flight trace carries between network steps; the lists have one entry per
+    network (`ICDriver.proposers`)."""
 
     stepper: TraceStepper
-    cached: dict[str, torch.Tensor] = field(default_factory=dict)  # replace key -> LSTM output row
-    # A rejection loop's keys drawn so far in its current iteration, and the LSTM state (h, c, the
-    # previous-draw input) before each one's first draw: where a repeated iteration starts from.
+    cached: list[dict[str, torch.Tensor]]  # replace key -> LSTM output row
+    # A rejection loop's keys drawn so far in its current iteration, and per network the LSTM
+    # state (h, c, the previous-draw input) before each one's first draw: where a repeated
+    # iteration starts from.
     loop_keys: set[str] = field(default_factory=set)
-    before: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    log_q: dict[str, float] = field(default_factory=dict)  # key -> log q of its last draw
-    log_qs: list[dict[str, float]] = field(default_factory=list)  # per finished trace
-    from_prior: bool = False  # this trace is one of the defensive mixture's prior traces
-    from_priors: list[bool] = field(default_factory=list)  # per finished trace
+    before: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    log_q: list[dict[str, float]] = field(default_factory=list)  # key -> log q of its last draw
+    log_qs: list[list[dict[str, float]]] = field(default_factory=list)  # per finished trace
+    source: int = 0  # which network chooses this trace's draws, or PRIOR
+    sources: list[int] = field(default_factory=list)  # per finished trace
 
 
 @dataclass
@@ -76,6 +102,7 @@ class ICStats:
     network_draws: int = 0
     prior_fallbacks: int = 0
     prior_traces: int = 0  # the defensive mixture's traces drawn from the prior
+    mix_traces: int = 0  # the traces drawn from the second network (`mix`)
     unknown_addresses: set[str] = field(default_factory=set)
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -94,6 +121,7 @@ class ICDriver:
         keep_observations: bool = False,
         quorum: float = 1.0,
         defensive: float = 0.0,
+        mix: tuple[ProposalLSTM, float] | None = None,
     ) -> None:
         """`keep_observations`: keep every trace's wide observations (a calorimeter image and its
         per-voxel mean and stddev, 0.6 MB a trace) in the result; by default they are scored on
@@ -109,22 +137,36 @@ class ICDriver:
 
         `defensive`: the share ε of traces drawn from the prior, each trace weighted against the
         mixture (1 - ε) q + ε p (module docstring). 0, the default, is plain IC; 1 is importance
-        sampling from the prior, with the network's steps spent for nothing."""
+        sampling from the prior, with the network's steps spent for nothing.
+
+        `mix`: (a second network, its share s of the traces), with the same addresses as
+        `network`; each trace is weighted against (1 - ε - s) q + s q' + ε p."""
         if not 0.0 < quorum <= 1.0:
             raise ValueError(f"quorum is a share of the traces in flight, in (0, 1]; got {quorum}")
         check_defensive(defensive)
+        networks = [network]
+        self.mix_share = 0.0
+        if mix is not None:
+            other, self.mix_share = mix[0], float(mix[1])
+            check_mixture(self.mix_share, defensive)
+            if list(other.sites) != list(network.sites):
+                raise ValueError(
+                    "the mixed networks must know the same addresses in the same order (an adapted "
+                    "copy of the network does)"
+                )
+            if self.mix_share > 0:
+                networks.append(other)
         self.quorum = quorum
         self.defensive = defensive
         self._checked = 0.0  # when the simulators in flight were last checked for life
-        self.net = network.to(device).eval()
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(self.rng.integers(2**62)))
         self.condition = Condition(observations)
-        obs = self.net.observation_batch(observations, self.device)
-        with torch.no_grad():
-            self.obs_embedding = self.net.embed_observations(obs)  # [1, O]: the same for every trace
+        self.proposers = [self._proposer(n, observations, len(models)) for n in networks]
+        self.net = self.proposers[0].net
+        self.obs_embedding = self.proposers[0].obs_embedding
         self.slots: list[_Slot] = []
         for m in models:
             builder = TraceBatchBuilder(m.addresses)
@@ -135,20 +177,21 @@ class ICDriver:
                 builder,
                 score_wide=None if keep_observations else BIG_OBSERVATION,
             )
-            self.slots.append(_Slot(stepper))
-        hidden = self.net.config.hidden
-        layers = self.net.config.lstm_layers
-        self.tables = StackedSites(self.net)
+            self.slots.append(_Slot(stepper, [{} for _ in networks], log_q=[{} for _ in networks]))
         self._restarted: list[int] = []
+        self.stats = ICStats()
+
+    def _proposer(self, network: ProposalLSTM, observations: Mapping[str, Any], slots: int) -> _Proposer:
+        net = network.to(self.device).eval()
+        obs = net.observation_batch(observations, self.device)
+        with torch.no_grad():
+            emb = net.embed_observations(obs)
         # The rounds run in inference mode (no autograd bookkeeping: 15 % less time per op on
         # these small tensors), and the state they update in place is made in it too.
         with torch.inference_mode():
-            self.h = torch.zeros(layers, len(self.slots), hidden, device=self.device)
-            self.c = torch.zeros_like(self.h)
-            # Each trace's "previous draw" input for its next LSTM step: the network's start
-            # vector until its first proposed draw, then that draw's (`HeadDraws.following`).
-            self.prev_in = self.net.start.detach().expand(len(self.slots), -1).clone()
-        self.stats = ICStats()
+            h = torch.zeros(net.config.lstm_layers, slots, net.config.hidden, device=self.device)
+            prev_in = net.start.detach().expand(slots, -1).clone()
+            return _Proposer(net, StackedSites(net), emb, h, torch.zeros_like(h), prev_in)
 
     # --- one network round over every pending draw -----------------------------------------------
     @torch.inference_mode()
@@ -161,12 +204,14 @@ class ICDriver:
         the last iteration's draws at those proposals), but the LSTM steps through every
         iteration again from the state before the loop, so that after the loop its state is
         that of the accepted draws alone, as in training, not of the first iteration's."""
-        net, dev, tables = self.net, self.device, self.tables
+        dev, props = self.device, self.proposers
+        index = props[0].tables.index
         if self._restarted:  # fresh traces start from a zero LSTM state
             fresh = torch.tensor(self._restarted, device=dev)
-            self.h[:, fresh] = 0
-            self.c[:, fresh] = 0
-            self.prev_in[fresh] = self.net.start
+            for pr in props:
+                pr.h[:, fresh] = 0
+                pr.c[:, fresh] = 0
+                pr.prev_in[fresh] = pr.net.start
             self._restarted = []
         step_rows: list[int] = []
         reuse: list[int] = []
@@ -176,7 +221,7 @@ class ICDriver:
             p = s.stepper.pending
             assert p is not None
             key = _site_key(p)
-            if key not in tables.index:
+            if key not in index:
                 self.stats.prior_fallbacks += 1
                 self.stats.unknown_addresses.add(p.name or key)
                 s.stepper.post(sample_wire(p.dist_type, p.params, self.rng))
@@ -185,13 +230,16 @@ class ICDriver:
             if not p.replace:
                 s.loop_keys.clear()
                 step_rows.append(i)
-            elif key not in s.cached:  # a loop's first iteration
-                s.before[key] = (self.h[:, i].clone(), self.c[:, i].clone(), self.prev_in[i].clone())
+            elif key not in s.cached[0]:  # a loop's first iteration
+                s.before[key] = [
+                    (pr.h[:, i].clone(), pr.c[:, i].clone(), pr.prev_in[i].clone()) for pr in props
+                ]
                 s.loop_keys.add(key)
                 step_rows.append(i)
             else:
                 if key in s.loop_keys:  # the loop starts over here: back to the state before it
-                    self.h[:, i], self.c[:, i], self.prev_in[i] = s.before[key]
+                    for pr, (h, c, prev) in zip(props, s.before[key], strict=True):
+                        pr.h[:, i], pr.c[:, i], pr.prev_in[i] = h, c, prev
                     s.loop_keys = {key}
                 else:
                     s.loop_keys.add(key)
@@ -200,43 +248,109 @@ class ICDriver:
             return
         rows = step_rows + reuse
         idx = torch.tensor(rows, device=dev)
-        prev = self.prev_in.index_select(0, idx)
-        cur = tables.current([tables.index[keys[i]] for i in rows])
-        x = torch.cat([self.obs_embedding.expand(len(rows), -1), prev, cur], -1)
-        hidden, (h, c) = net.step(x, (self.h[:, idx], self.c[:, idx]))
-        self.h[:, idx], self.c[:, idx] = h, c
+        sites = [index[keys[i]] for i in rows]
+        hiddens = [self._step(n, pr, rows, idx, sites, keys, len(step_rows)) for n, pr in enumerate(props)]
         self.stats.steps += 1
         self.stats.batch_sizes.append(len(rows))
-        if reuse:  # the proposals of the loop's first iteration
-            hidden = torch.cat(
-                [hidden[: len(step_rows)], torch.stack([self.slots[i].cached[keys[i]] for i in reuse])]
-            )
         pend = [self.slots[i].stepper.pending for i in rows]
         priors = [_prior_row(p) for p in pend]  # type: ignore[arg-type]
         params = [q[0] for q in priors]
-        sites = [tables.index[keys[i]] for i in rows]
-        # The defensive mixture's prior traces: the prior chooses, the network only scores.
+        # The prior's traces of the defensive mixture: the prior chooses, the networks only score.
         given: dict[int, np.ndarray] = {}
         if self.defensive:
             for r, i in enumerate(rows):
-                if self.slots[i].from_prior:
+                if self.slots[i].source == PRIOR:
                     p = pend[r]
                     assert p is not None
                     given[r] = np.asarray(sample_wire(p.dist_type, p.params, self.rng), dtype=np.float64)
-        for part in tables.draw(sites, hidden, params, self.gen, given):
-            self.prev_in[torch.tensor([rows[r] for r in part.rows], device=dev)] = part.following
-            for j, r in enumerate(part.rows):
-                i = rows[r]
-                s = self.slots[i]
-                p = pend[r]
-                key = keys[i]
-                if p.replace and key not in s.cached:  # type: ignore[union-attr]
-                    s.cached[key] = hidden[r]
-                s.log_q[key] = float(part.log_q[j])
-                shape = priors[r][1]
-                v = float(part.values[j, 0]) if shape == () else part.values[j].reshape(shape)
-                s.stepper.post(v)
+        values = self._draw_all(rows, sites, hiddens, params, given)
+        for r, i in enumerate(rows):
+            shape = priors[r][1]
+            v = values[r]
+            self.slots[i].stepper.post(float(v[0]) if shape == () else v.reshape(shape))
         self.stats.network_draws += len(rows)
+
+    def _step(
+        self,
+        n: int,
+        pr: _Proposer,
+        rows: list[int],
+        idx: torch.Tensor,
+        sites: list[int],
+        keys: Mapping[int, str],
+        stepped: int,
+    ) -> torch.Tensor:
+        """Network n's LSTM step for `rows` (the first `stepped` step, the others reuse their
+        loop's first proposal); its LSTM output per row, and each loop's first one cached."""
+        prev = pr.prev_in.index_select(0, idx)
+        cur = pr.tables.current(sites)
+        x = torch.cat([pr.obs_embedding.expand(len(rows), -1), prev, cur], -1)
+        hidden, (h, c) = pr.net.step(x, (pr.h[:, idx], pr.c[:, idx]))
+        pr.h[:, idx], pr.c[:, idx] = h, c
+        for r in range(stepped):
+            s = self.slots[rows[r]]
+            p = s.stepper.pending
+            if p is not None and p.replace and keys[rows[r]] not in s.cached[n]:
+                s.cached[n][keys[rows[r]]] = hidden[r]
+        if stepped == len(rows):
+            return hidden
+        return torch.cat(
+            [hidden[:stepped], torch.stack([self.slots[i].cached[n][keys[i]] for i in rows[stepped:]])]
+        )
+
+    def _draw_all(
+        self,
+        rows: list[int],
+        sites: list[int],
+        hiddens: list[torch.Tensor],
+        params: list[np.ndarray],
+        given: dict[int, np.ndarray],
+    ) -> list[np.ndarray]:
+        """Every row's value, from its trace's source, and each network's log q of it and input
+        for its next step. The second network draws its own traces' rows first; then the first
+        network draws its rows and scores the others; then the second scores the rest."""
+        chosen = dict(given)
+        if len(self.proposers) > 1:
+            own = [r for r, i in enumerate(rows) if self.slots[i].source == 1]
+            if own:
+                chosen.update(self._draw_rows(1, own, rows, sites, hiddens[1], params, {}))
+        drawn = self._draw_rows(0, list(range(len(rows))), rows, sites, hiddens[0], params, chosen)
+        if len(self.proposers) > 1:
+            rest = [r for r, i in enumerate(rows) if self.slots[i].source != 1]
+            if rest:
+                self._draw_rows(1, rest, rows, sites, hiddens[1], params, {r: drawn[r] for r in rest})
+        return [drawn[r] for r in range(len(rows))]
+
+    def _draw_rows(
+        self,
+        n: int,
+        part: list[int],
+        rows: list[int],
+        sites: list[int],
+        hidden: torch.Tensor,
+        params: list[np.ndarray],
+        given: Mapping[int, np.ndarray],
+    ) -> dict[int, np.ndarray]:
+        """Network n's draws (or scores, for rows in `given`) at the positions `part` of the
+        round; records their log q and next-step inputs, and returns the values by position."""
+        pr = self.proposers[n]
+        whole = len(part) == len(rows)
+        at = None if whole else torch.tensor(part, device=self.device)
+        sub_hidden = hidden if at is None else hidden.index_select(0, at)
+        sub_given = {j: given[r] for j, r in enumerate(part) if r in given}
+        values: dict[int, np.ndarray] = {}
+        for draws in pr.tables.draw(
+            [sites[r] for r in part], sub_hidden, [params[r] for r in part], self.gen, sub_given
+        ):
+            slots = [rows[part[j]] for j in draws.rows]
+            pr.prev_in[torch.tensor(slots, device=self.device)] = draws.following
+            for k, (j, i) in enumerate(zip(draws.rows, slots, strict=True)):
+                s = self.slots[i]
+                p = s.stepper.pending
+                assert p is not None
+                s.log_q[n][_site_key(p)] = float(draws.log_q[k])
+                values[part[j]] = draws.values[k]
+        return values
 
     def _gather(self, slots: list[int]) -> None:
         """Waits until each of `slots` has a pending draw or has ended its trace (or, with a
@@ -270,9 +384,16 @@ class ICDriver:
 
     def _reset(self, i: int) -> None:
         s = self.slots[i]
-        s.cached, s.log_q, s.loop_keys, s.before = {}, {}, set(), {}
+        n = len(self.proposers)
+        s.cached, s.log_q, s.loop_keys, s.before = [{} for _ in range(n)], [{} for _ in range(n)], set(), {}
+        s.source = 0
         # Drawn only when asked for, so that plain IC's random numbers, and results for a seed, stay.
-        s.from_prior = self.defensive > 0 and bool(self.rng.random() < self.defensive)
+        if self.defensive > 0 or n > 1:
+            u = self.rng.random()
+            if u < self.defensive:
+                s.source = PRIOR
+            elif u < self.defensive + self.mix_share:
+                s.source = 1
         self._restarted.append(i)  # its LSTM state is zeroed at the next round, with the others
 
     def run(
@@ -299,7 +420,7 @@ class ICDriver:
                         still.append(i)
                         continue
                     s.log_qs.append(s.log_q)
-                    s.from_priors.append(s.from_prior)
+                    s.sources.append(s.source)
                     bar.update(1)
                     if on_trace is not None:
                         on_trace()
@@ -316,9 +437,16 @@ class ICDriver:
             bar.close()
         # Slot by slot (a weighted sample has no order; reordering would copy every row).
         batch = TraceBatch.concat([s.stepper.builder.build() for s in self.slots])
-        log_q_maps = [m for s in self.slots for m in s.log_qs]
-        self.stats.prior_traces = sum(f for s in self.slots for f in s.from_priors)
-        return batch, defensive_log_ratio(self._log_q_sums(batch, log_q_maps), self.defensive)
+        sources = [k for s in self.slots for k in s.sources]
+        self.stats.prior_traces = sources.count(PRIOR)
+        self.stats.mix_traces = sources.count(1)
+        # Per network, each trace's log q/p: kept for a look at how the networks compare.
+        self.log_q_ratios = [
+            self._log_q_sums(batch, [m[n] for s in self.slots for m in s.log_qs])
+            for n in range(len(self.proposers))
+        ]
+        shares = [1.0 - self.defensive - self.mix_share, self.mix_share][: len(self.proposers)]
+        return batch, mixture_log_ratio(self.log_q_ratios, shares, self.defensive)
 
     @staticmethod
     def _log_q_sums(batch: TraceBatch, maps: list[dict[str, float]]) -> np.ndarray:
@@ -353,12 +481,16 @@ def ic_posterior(
 ) -> Posterior:
     """IC over `models` (one trace in flight per model). `keep_observations`, `quorum`,
     `defensive`: see `ICDriver`. `adapt`: first adapt a copy of the network to this event over
-    rounds of IC (`ic_adapt.py`); the posterior is then the last, adapted round's, and its stats'
-    `adapt` holds each round's record."""
+    rounds of IC (`ic_adapt.py`); the posterior is then the last, adapted round's (with the
+    share `adapt.mix` of its traces from `network` as given), and its stats' `adapt` holds each
+    round's record."""
     t0 = time.perf_counter()
     records = None
+    mix = None
     if adapt is not None:
+        check_mixture(adapt.mix, defensive, "--adapt-mix")
         seeds = round_seeds(seed, adapt)
+        trained = network
 
         def run_round(net: ProposalLSTM, r: int) -> Posterior:
             b, q, st = _run_driver(
@@ -371,11 +503,13 @@ def ic_posterior(
                 progress,
                 quorum=quorum,
                 defensive=defensive,
+                mix=(trained, round_mix(adapt, r)),
             )
             return _posterior(b, q, st, latents, 0.0)
 
         network, records = adapt_network(network, run_round, observe, adapt)
         seed = seeds[-1]
+        mix = (trained, round_mix(adapt, adapt.rounds))
     batch, q_minus_p, stats = _run_driver(
         network,
         models,
@@ -387,6 +521,7 @@ def ic_posterior(
         keep_observations=keep_observations,
         quorum=quorum,
         defensive=defensive,
+        mix=mix,
     )
     if records is not None:
         stats["adapt"] = {"options": adapt.to_dict(), "rounds": records}
@@ -405,6 +540,7 @@ def _run_driver(
     keep_observations: bool = False,
     quorum: float = 1.0,
     defensive: float = 0.0,
+    mix: tuple[ProposalLSTM, float] | None = None,
 ) -> tuple[TraceBatch, np.ndarray, dict[str, Any]]:
     driver = ICDriver(
         network,
@@ -415,6 +551,7 @@ def _run_driver(
         keep_observations=keep_observations,
         quorum=quorum,
         defensive=defensive,
+        mix=mix,
     )
     threads = torch.get_num_threads()
     if driver.device.type == "cpu":
@@ -433,6 +570,8 @@ def _run_driver(
         "prior_fallbacks": st.prior_fallbacks,
         "defensive": driver.defensive,
         "prior_traces": st.prior_traces,
+        "mix": driver.mix_share,
+        "mix_traces": st.mix_traces,
         "unknown_addresses": sorted(st.unknown_addresses),
         "batch_sizes": st.batch_sizes,
         "in_flight": len(driver.slots),

@@ -14,6 +14,11 @@ whatever the adaptation does; a round that made q worse costs ESS, not correctne
 returned is the last round's alone: earlier rounds drew from proposals that are worse by design,
 and pooling them would let their heavier weights back in.
 
+A fit to a few hundred traces can narrow q onto the part of the posterior those traces found. So
+after the first round a share `mix` of each round's traces (and of the final run's) comes from the
+network as trained, and every trace is weighted against the mixture of the two (`ICDriver(mix=)`):
+what the trained network reaches, the mixture still reaches, at no more than 1/mix the weight.
+
 The caller's network is not changed: the rounds adapt a copy.
 """
 
@@ -29,6 +34,7 @@ import numpy as np
 import torch
 
 from probexec.data.layout import TypeLayout, split_by_type
+from probexec.inference.defensive import check_mixture
 from probexec.inference.result import Posterior, kish_ess
 from probexec.nn.network import ProposalLSTM
 from probexec.trace import TraceBatch
@@ -41,6 +47,8 @@ class AdaptOptions:
     largest beta <= 1 that keeps their ESS at `ess_share` of the traces: fitted to an ESS of a
     few, q would narrow onto those few traces. Traces whose normalised weight is below
     `min_weight` are left out of the fit (they would add nothing to the gradient but their cost).
+    From the second round on, the share `mix` of the traces comes from the network as trained
+    (module docstring).
 
     The defaults are timid (on GUM from a weak network, 20 steps at 1e-3 did far better:
     docs/ic/adapt_gum.py). On the tau decay, 4 rounds of 50 steps at 1e-3, before the weights were
@@ -52,6 +60,7 @@ class AdaptOptions:
     lr: float = 3e-4
     min_weight: float = 1e-4
     ess_share: float = 0.1
+    mix: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("rounds", "traces", "steps"):
@@ -63,6 +72,7 @@ class AdaptOptions:
             raise ValueError(
                 f"adaptation ess_share is a share of the fitted traces, in [0, 1]; got {self.ess_share}"
             )
+        check_mixture(self.mix, name="adaptation mix")
         if not 0.0 <= self.min_weight < 1.0:
             raise ValueError(f"adaptation min_weight is a normalised weight in [0, 1), got {self.min_weight}")
 
@@ -189,6 +199,12 @@ def pooled(posteriors: list[Posterior]) -> Posterior:
         first.latents,
         sum(p.seconds for p in posteriors),
     )
+
+
+def round_mix(options: AdaptOptions, r: int) -> float:
+    """The share of round r's traces (r = `options.rounds`: the final run's) drawn from the
+    network as trained: none in the first round, whose network is still the trained one."""
+    return options.mix if r > 0 else 0.0
 
 
 def round_seeds(seed: int | None, options: AdaptOptions) -> list[int]:

@@ -16,6 +16,7 @@ each driver its share and collects the results, and only the first event pays fo
 from __future__ import annotations
 
 import contextlib
+import copy
 import multiprocessing as mp
 import pickle
 import time
@@ -29,9 +30,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from probexec.inference.defensive import check_defensive
+from probexec.inference.defensive import check_defensive, check_mixture
 from probexec.inference.ic import _posterior, _run_driver
-from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_seeds
+from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_mix, round_seeds
 from probexec.inference.result import Posterior
 from probexec.lifeline import exit_with_parent
 from probexec.nn.checkpoint import load_checkpoint
@@ -78,27 +79,27 @@ def _driver_main(
 
         startup = {"booted": booted}
         net, _ = load_checkpoint(network, simulator=simulator, device=device)
-        # The checkpoint's weights, put back after a task that ran with adapted ones.
-        trained = {k: v.clone() for k, v in net.state_dict().items()}
-        adapted = False
+        adapted: ProposalLSTM | None = None  # a copy for a task's adapted weights; `net` stays as trained
         startup["network_loaded"] = time.time() - created
         with remote_pool(simulator, workers=in_flight) as pool:
             startup["simulators_started"] = time.time() - created
             conn.send(("ready", startup))
             while (task := conn.recv()) is not None:
-                num_traces, observe, seed, quorum, defensive, called, weights = task
+                num_traces, observe, seed, quorum, defensive, called, weights, mix = task
+                proposer, mixed = net, None
                 if weights is not None:
-                    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-                elif adapted:
-                    net.load_state_dict(trained)
-                adapted = weights is not None
+                    if adapted is None:
+                        adapted = copy.deepcopy(net)
+                    adapted.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+                    proposer = adapted
+                    mixed = (net, mix) if mix > 0 else None
 
                 def count() -> None:
                     counts[slot] += 1
 
                 driving = time.time() - called
                 batch, q_minus_p, stats = _run_driver(
-                    net,
+                    proposer,
                     pool.models,
                     num_traces,
                     observe,
@@ -108,6 +109,7 @@ def _driver_main(
                     count,
                     quorum=quorum,
                     defensive=defensive,
+                    mix=mixed,
                 )
                 stats["timeline"] = {"driving": driving, "driven": time.time() - called}
                 conn.send(("done", (batch, q_minus_p, stats)))
@@ -248,6 +250,7 @@ class ICDrivers:
         check_defensive(defensive)
         if adapt is None:
             return self._posterior(num_traces, observe, latents, seed, progress, quorum, defensive, None)
+        check_mixture(adapt.mix, defensive, "--adapt-mix")
         if self._adapt_base is None:
             self._adapt_base, _ = load_checkpoint(self.network, simulator=self.simulator, device="cpu")
         t0 = time.perf_counter()
@@ -255,12 +258,28 @@ class ICDrivers:
 
         def run_round(net: ProposalLSTM, r: int) -> Posterior:
             return self._posterior(
-                adapt.traces, observe, latents, seeds[r], False, quorum, defensive, _weights(net)
+                adapt.traces,
+                observe,
+                latents,
+                seeds[r],
+                False,
+                quorum,
+                defensive,
+                _weights(net),
+                round_mix(adapt, r),
             )
 
         net, records = adapt_network(self._adapt_base, run_round, observe, adapt)
         post = self._posterior(
-            num_traces, observe, latents, seeds[-1], progress, quorum, defensive, _weights(net)
+            num_traces,
+            observe,
+            latents,
+            seeds[-1],
+            progress,
+            quorum,
+            defensive,
+            _weights(net),
+            round_mix(adapt, adapt.rounds),
         )
         post.stats["adapt"] = {"options": adapt.to_dict(), "rounds": records}
         post.seconds = time.perf_counter() - t0
@@ -276,6 +295,7 @@ class ICDrivers:
         quorum: float,
         defensive: float,
         weights: dict[str, np.ndarray] | None,
+        mix: float = 0.0,
     ) -> Posterior:
         t0, called = time.perf_counter(), time.time()
         n = self.processes
@@ -290,7 +310,7 @@ class ICDrivers:
 
         try:
             for i in used:
-                task = (sizes[i], dict(observe), int(seeds[i]) >> 1, quorum, defensive, called, weights)
+                task = (sizes[i], dict(observe), int(seeds[i]) >> 1, quorum, defensive, called, weights, mix)
                 self._conns[i].send(task)
             parts = self._collect("done", used, None, advance)
             bar.update(num_traces - bar.n)
@@ -308,6 +328,8 @@ class ICDrivers:
             "prior_fallbacks": sum(st["prior_fallbacks"] for _, _, st in parts),
             "defensive": defensive,
             "prior_traces": sum(st["prior_traces"] for _, _, st in parts),
+            "mix": mix,
+            "mix_traces": sum(st["mix_traces"] for _, _, st in parts),
             "unknown_addresses": sorted({a for _, _, st in parts for a in st["unknown_addresses"]}),
             "batch_sizes": [k for _, _, st in parts for k in st["batch_sizes"]],
             "in_flight": sum(st["in_flight"] for _, _, st in parts),
