@@ -486,7 +486,9 @@ def _ic_runner(
     if not args.network:
         raise ValueError("--engine ic needs --network NET (made by `probexec train`)")
     if args.processes == "auto":
-        processes = auto_processes(args.n * len(events), usable_cores())
+        adapt = _adapt_options(args)
+        per_event = args.n + (adapt.rounds * adapt.traces if adapt is not None else 0)
+        processes = auto_processes(per_event * len(events), usable_cores())
     else:
         processes = int(args.processes) if args.processes.isdigit() else 0
         if processes < 1:

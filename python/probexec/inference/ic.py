@@ -165,8 +165,6 @@ class ICDriver:
         self.gen.manual_seed(int(self.rng.integers(2**62)))
         self.condition = Condition(observations)
         self.proposers = [self._proposer(n, observations, len(models)) for n in networks]
-        self.net = self.proposers[0].net
-        self.obs_embedding = self.proposers[0].obs_embedding
         self.slots: list[_Slot] = []
         for m in models:
             builder = TraceBatchBuilder(m.addresses)
