@@ -157,9 +157,13 @@ class StackedSites:
             site_rows = idx.index_select(0, at)
             raw = _gathered_linear(k.weight, k.bias, self.local[site_rows], h.index_select(0, at))
             p = torch.from_numpy(p32).to(self.device)
-            values, log_q = k.head.sample_with_log_prob(raw, p, generator)
-            if given:
-                values, log_q = self._score_given(k, rows, given, raw, p, values, log_q)
+            if given and all(r in given for r in rows):  # only scoring: nothing to draw
+                values = self._given_values(k, rows, given, raw.dtype)
+                log_q = k.head.log_prob(raw, p, values)
+            else:
+                values, log_q = k.head.sample_with_log_prob(raw, p, generator)
+                if given:
+                    values, log_q = self._score_given(k, rows, given, raw, p, values, log_q)
             following = self._previous(k, site_rows, p, values)
             # One copy back per kind (a copy from a GPU waits for it).
             both = torch.cat([values.double(), log_q.double().unsqueeze(-1)], -1).cpu().numpy()
@@ -180,15 +184,21 @@ class StackedSites:
         fixed = [j for j, r in enumerate(rows) if r in given]
         if not fixed:
             return values, log_q
-        size = k.head.value_size
-        chosen = [np.asarray(given[rows[j]], dtype=np.float64).reshape(-1) for j in fixed]
-        if any(len(v) != size for v in chosen):
-            bad = next(rows[j] for j, v in zip(fixed, chosen, strict=True) if len(v) != size)
-            raise ValueError(f"row {bad}: a given value must have {size} elements, like its address's draws")
         at = torch.as_tensor(fixed, device=self.device)
-        v = torch.from_numpy(np.stack(chosen)).to(device=self.device, dtype=values.dtype)
+        v = self._given_values(k, [rows[j] for j in fixed], given, values.dtype)
         scored = k.head.log_prob(raw.index_select(0, at), params.index_select(0, at), v)
         return values.index_copy(0, at, v), log_q.index_copy(0, at, scored.to(log_q.dtype))
+
+    def _given_values(
+        self, k: _Kind, rows: Sequence[int], given: Mapping[int, np.ndarray], dtype: torch.dtype
+    ) -> Tensor:
+        """The given values of `rows` as one [r, value_size] tensor; a wrong size is refused."""
+        size = k.head.value_size
+        chosen = [np.asarray(given[r], dtype=np.float64).reshape(-1) for r in rows]
+        if any(len(v) != size for v in chosen):
+            bad = next(r for r, v in zip(rows, chosen, strict=True) if len(v) != size)
+            raise ValueError(f"row {bad}: a given value must have {size} elements, like its address's draws")
+        return torch.from_numpy(np.stack(chosen)).to(device=self.device, dtype=dtype)
 
     def _params(self, k: _Kind, params: Sequence[np.ndarray], sites: Sequence[int]) -> np.ndarray:
         """The rows' prior parameters as one float32 array, refused when a row has not as many as
