@@ -178,6 +178,7 @@ class ICDriver:
             self.slots.append(_Slot(stepper, [{} for _ in networks], log_q=[{} for _ in networks]))
         self._restarted: list[int] = []
         self.stats = ICStats()
+        self.log_q_ratios: list[np.ndarray] = []  # after `run`: per network, each trace's log q/p
 
     def _proposer(self, network: ProposalLSTM, observations: Mapping[str, Any], slots: int) -> _Proposer:
         net = network.to(self.device).eval()
@@ -438,7 +439,6 @@ class ICDriver:
         sources = [k for s in self.slots for k in s.sources]
         self.stats.prior_traces = sources.count(PRIOR)
         self.stats.mix_traces = sources.count(1)
-        # Per network, each trace's log q/p: kept for a look at how the networks compare.
         self.log_q_ratios = [
             self._log_q_sums(batch, [m[n] for s in self.slots for m in s.log_qs])
             for n in range(len(self.proposers))
