@@ -120,8 +120,10 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_simulators(tmp_path):
     """`--network`: IC infers the demo's event with as many traces as importance sampling (here
-    with a defensive share of prior traces), and the two ESS are printed side by side. A network trained for another simulator is refused
-    before any simulator starts, naming both."""
+    with a defensive share of prior traces), and the two ESS are printed side by side; with `--adapt`,
+    IC from a copy adapted to the event (mixed with the trained network) runs too, and its ESS and
+    evidence join them. A network trained for another simulator is refused before any simulator
+    starts, naming both, and so are settings that cannot run."""
     data, net = tmp_path / "tau", tmp_path / "tau.pt"
     for args in (
         ("prior", "tau_decay_coarse", "-n", "64", "-o", str(data), "--workers", "2", "--quiet"),
@@ -132,15 +134,23 @@ def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_s
         assert r.returncode == 0, r.stderr
     r = _cli(
         "demo", "--model", "tau_decay_coarse", "--traces", "80", "--workers", "2", "--network", str(net),
-        "--defensive", "0.25",
+        "--defensive", "0.25", "--adapt", "1", "--adapt-traces", "40", "--adapt-steps", "5", "--adapt-mix", "0.2",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "inference compilation with" in r.stdout and "0.25 of them from the prior" in r.stdout
-    side = re.search(r"at 80 traces each: ESS ([0-9.]+) with IC against ([0-9.]+) with the prior", r.stdout)
-    assert side is not None, r.stdout
-    assert float(side.group(1)) >= 1 and float(side.group(2)) >= 1
-    assert re.search(r"log p\(y\) estimated: [0-9.-]+ by IC, [0-9.-]+ by the prior", r.stdout), r.stdout
-    assert r.stdout.count("channel posterior") == 2
+    assert (
+        "adapted to the event first (1 round of 40 traces, 0.2 of them from the trained network)" in r.stdout
+    )
+    for label in ("IC", "adapted IC"):
+        side = re.search(
+            rf"at 80 traces each: ESS ([0-9.]+) with {label} against ([0-9.]+) with the prior", r.stdout
+        )
+        assert side is not None, r.stdout
+        assert float(side.group(1)) >= 1 and float(side.group(2)) >= 1
+        assert re.search(rf"log p\(y\) estimated: [0-9.-]+ by {label}, [0-9.-]+ by the prior", r.stdout), (
+            r.stdout
+        )
+    assert r.stdout.count("channel posterior") == 3
 
     gum_data, gum_net = tmp_path / "gum", tmp_path / "gum.pt"
     assert _cli("prior", "gum", "-n", "200", "-o", str(gum_data), "--quiet").returncode == 0
@@ -154,3 +164,10 @@ def test_tau_demo_with_a_network_runs_ic_on_the_same_event_and_refuses_another_s
     assert r.returncode == 1 and "--model tau_decay" in r.stderr
     r = _cli("demo", "--model", "tau_decay_coarse", "--defensive", "0.2")
     assert r.returncode == 1 and "give --network" in r.stderr
+    r = _cli("demo", "--model", "tau_decay_coarse", "--adapt", "2")
+    assert r.returncode == 1 and "give --network" in r.stderr
+    r = _cli(
+        "demo", "--model", "tau_decay_coarse", "--network", str(net), "--defensive", "0.5", "--adapt", "2",
+        "--adapt-mix", "0.6",
+    )  # fmt: skip
+    assert r.returncode == 1 and "--adapt-mix" in r.stderr and "the observation" not in r.stdout

@@ -108,7 +108,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ValueError(f"demo --network runs IC on a tau event: use it with --model {'|'.join(_DEMO_TAU)}")
     if args.defensive and not args.network:
         raise ValueError("demo --defensive mixes the prior into IC's proposal: give --network too")
+    if args.adapt and not args.network:
+        raise ValueError("demo --adapt fits a network's proposal to the event: give --network too")
     check_defensive(args.defensive, "--defensive")
+    adapt = _adapt_options(args)
+    if adapt is not None:
+        check_mixture(adapt.mix, args.defensive, "--adapt-mix")
     return _demo_tau(args) if args.model in _DEMO_TAU else _demo_gum(args)
 
 
@@ -163,44 +168,69 @@ def _demo_tau(args: argparse.Namespace) -> int:
     if post.ess < 5 or (sim == "tau_decay_coarse" and post.ess < 0.05 * post.num_traces):
         print(_DEMO_TAU[sim])
     if net is not None:
-        from probexec.inference.ic import ic_posterior
+        _demo_tau_ic(args, net, sim, image, true, post)
+    return 0
 
-        mixed = f", {args.defensive:g} of them from the prior (--defensive)" if args.defensive else ""
-        print(
-            f"  inference compilation with {args.network}, {args.traces} traces{mixed}, 16 simulators in flight ..."
-        )
-        with remote_pool(sim, workers=16) as pool:
+
+def _demo_tau_ic(
+    args: argparse.Namespace, net: Any, sim: str, image: np.ndarray, true: dict, prior: Any
+) -> None:
+    """IC on the demo's event with as many traces as the prior had, and with `--adapt`, IC from a
+    copy of the network fitted to the event first; each ESS and evidence beside the prior's."""
+    from probexec.inference import remote_pool
+    from probexec.inference.ic import ic_posterior
+
+    adapt = _adapt_options(args)
+    plan: list[tuple[str, AdaptOptions | None]] = [("IC", None)]
+    if adapt is not None:
+        plan.append(("adapted IC", adapt))
+    mixed = f", {args.defensive:g} of them from the prior (--defensive)" if args.defensive else ""
+    runs: list[tuple[str, Any]] = []
+    with remote_pool(sim, workers=16) as pool:
+        for label, options in plan:
+            what = "inference compilation"
+            if options is not None:
+                trained = f", {options.mix:g} of them from the trained network" if options.mix else ""
+                what += (
+                    f" from a copy of the network adapted to the event first ({options.rounds} "
+                    f"round{'' if options.rounds == 1 else 's'} of "
+                    f"{options.traces} traces{trained})"
+                )
+            print(f"  {what} with {args.network}, {args.traces} traces{mixed}, 16 simulators in flight ...")
             ic = ic_posterior(
                 net,
                 pool.models,
                 args.traces,
                 {"calorimeter": image},
                 latents=["px", "py", "pz", "channel"],
-                seed=args.seed + 2,
+                seed=args.seed + 2 + len(runs),
                 progress=True,
                 defensive=args.defensive,
+                adapt=options,
             )
-        _print_tau_posterior(ic, true)
+            _print_tau_posterior(ic, true)
+            runs.append((label, ic))
+    for label, ic in runs:
         print(
-            f"  at {args.traces} traces each: ESS {ic.ess:.1f} with IC against {post.ess:.1f} with the prior "
-            f"({ic.ess / max(post.ess, 1e-9):.2f}x)"
+            f"  at {args.traces} traces each: ESS {ic.ess:.1f} with {label} against {prior.ess:.1f} with the prior "
+            f"({ic.ess / max(prior.ess, 1e-9):.2f}x)"
         )
-        ic_z, is_z = ic.log_evidence, post.log_evidence  # never None for these two engines
+    for label, ic in runs:
+        ic_z, is_z = ic.log_evidence, prior.log_evidence  # never None for these two engines
         assert ic_z is not None and is_z is not None
         gap = ic_z - is_z
         print(
-            f"  log p(y) estimated: {ic_z:.2f} by IC, {is_z:.2f} by the prior"
+            f"  log p(y) estimated: {ic_z:.2f} by {label}, {is_z:.2f} by the prior"
             + (
-                f"\n  the prior's is {gap:.1f} nats lower: its traces missed a part of the posterior that IC's "
+                f"\n  the prior's is {gap:.1f} nats lower: its traces missed a part of the posterior that {label}'s "
                 "reached, so its ESS overstates what it knows"
                 if gap > 3
-                else f"\n  IC's is {-gap:.1f} nats lower: its traces missed a part of the posterior that the "
+                else f"\n  {label}'s is {-gap:.1f} nats lower: its traces missed a part of the posterior that the "
                 "prior's reached, so its ESS overstates what it knows"
                 if gap < -3
                 else ""
             )
         )
-    return 0
 
 
 def _print_tau_posterior(post: Any, true: dict[str, float]) -> None:
@@ -458,7 +488,7 @@ def _adapt_options(args: argparse.Namespace) -> AdaptOptions | None:
     """`--adapt ROUNDS` and its settings as `AdaptOptions`, or None without it."""
     if not args.adapt:
         return None
-    if args.engine != "ic":
+    if getattr(args, "engine", "ic") != "ic":  # the demo has no --engine: its --adapt is IC's
         raise ValueError(
             f"--adapt fits a network's proposal to the event: it is for --engine ic, not {args.engine}"
         )
@@ -766,6 +796,50 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_adapt_arguments(parser: argparse.ArgumentParser, scope: str) -> None:
+    """`--adapt` and its settings, for `posterior` and `demo` alike; `scope` begins each help line."""
+    parser.add_argument(
+        "--adapt",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help=f"{scope}before the posterior's traces, adapt a copy of the network to each event over this many "
+        "rounds of --adapt-traces IC traces, each followed by --adapt-steps gradient steps on the "
+        "weighted traces of the rounds so far (default 0: none). The weights stay exact; the rounds' traces "
+        "are spent on the adaptation and not part of the posterior",
+    )
+    parser.add_argument(
+        "--adapt-traces", type=int, default=AdaptOptions.traces, help=f"{scope}traces per adaptation round"
+    )
+    parser.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=AdaptOptions.steps,
+        help=f"{scope}Adam steps after each adaptation round",
+    )
+    parser.add_argument(
+        "--adapt-lr", type=float, default=AdaptOptions.lr, help=f"{scope}the adaptation's learning rate"
+    )
+    parser.add_argument(
+        "--adapt-ess-share",
+        type=float,
+        default=AdaptOptions.ess_share,
+        help=f"{scope}the fit's weights (every round's traces so far) are tempered, w^beta with the largest "
+        "beta <= 1 that keeps their ESS at this share of those traces, so that rounds with an ESS of a few "
+        "do not pull the proposal onto those few traces",
+    )
+    parser.add_argument(
+        "--adapt-mix",
+        type=float,
+        default=AdaptOptions.mix,
+        metavar="SHARE",
+        help=f"{scope}from the second adaptation round on, this share of the traces comes from the network as "
+        "trained, and every trace is weighted against the mixture of it and the adapted one, so that a fit "
+        "that narrowed the proposal loses no part of the posterior the trained network reaches "
+        f"(default {AdaptOptions.mix:g})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="probexec", description="Bayesian inference inside C++ simulators")
     sub = p.add_subparsers(dest="command", required=True)
@@ -836,46 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
         "an event the network reads badly costs at most about 1/EPS times the variance of sampling "
         "from the prior (default 0: plain IC; e.g. 0.1)",
     )
-    s.add_argument(
-        "--adapt",
-        type=int,
-        default=0,
-        metavar="ROUNDS",
-        help="ic: before the -n traces, adapt a copy of the network to each event over this many "
-        "rounds of --adapt-traces IC traces, each followed by --adapt-steps gradient steps on the "
-        "weighted traces of the rounds so far (default 0: none). The weights stay exact; the rounds' traces are "
-        "spent on the adaptation and not part of the posterior",
-    )
-    s.add_argument(
-        "--adapt-traces", type=int, default=AdaptOptions.traces, help="ic: traces per adaptation round"
-    )
-    s.add_argument(
-        "--adapt-steps",
-        type=int,
-        default=AdaptOptions.steps,
-        help="ic: Adam steps after each adaptation round",
-    )
-    s.add_argument(
-        "--adapt-lr", type=float, default=AdaptOptions.lr, help="ic: the adaptation's learning rate"
-    )
-    s.add_argument(
-        "--adapt-ess-share",
-        type=float,
-        default=AdaptOptions.ess_share,
-        help="ic: the fit's weights (every round's traces so far) are tempered, w^beta with the largest "
-        "beta <= 1 that keeps their ESS at this share of those traces, so that rounds with an ESS of a few "
-        "do not pull the proposal onto those few traces",
-    )
-    s.add_argument(
-        "--adapt-mix",
-        type=float,
-        default=AdaptOptions.mix,
-        metavar="SHARE",
-        help="ic: from the second adaptation round on, this share of the traces comes from the network as "
-        "trained, and every trace is weighted against the mixture of it and the adapted one, so that a fit "
-        f"that narrowed the proposal loses no part of the posterior the trained network reaches "
-        f"(default {AdaptOptions.mix:g})",
-    )
+    _add_adapt_arguments(s, "ic: ")
     s.add_argument(
         "-n",
         type=int,
@@ -1071,6 +1106,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EPS",
         help="with --network: draw this share of IC's traces from the prior (see `probexec posterior --defensive`)",
     )
+    _add_adapt_arguments(s, "with --network: ")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--per-draw-traces", type=int, default=2000, help="gum: traces per draw")
