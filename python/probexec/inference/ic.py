@@ -498,14 +498,14 @@ def ic_posterior(
                 observe,
                 seeds[r],
                 device,
-                progress,
+                False,  # one bar over the rounds (adapt_network), not one per round
                 quorum=quorum,
                 defensive=defensive,
                 mix=(trained, round_mix(adapt, r)),
             )
             return _posterior(b, q, st, latents, 0.0)
 
-        network, records = adapt_network(network, run_round, observe, adapt)
+        network, records = adapt_network(network, run_round, observe, adapt, progress)
         seed = seeds[-1]
         mix = (trained, round_mix(adapt, adapt.rounds))
     batch, q_minus_p, stats = _run_driver(

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from probexec.data.layout import TypeLayout, split_by_type
 from probexec.inference.defensive import check_mixture
@@ -218,13 +219,16 @@ def adapt_network(
     run_round: Callable[[ProposalLSTM, int], Posterior],
     observe: Mapping[str, Any],
     options: AdaptOptions,
+    progress: bool = False,
 ) -> tuple[ProposalLSTM, list[dict[str, Any]]]:
     """A copy of `network` adapted over `options.rounds` rounds; `run_round(net, r)` runs round
     r's IC with `net`. Returns the copy and a record per round (its ESS and evidence estimate
-    from the network as it was, and the fit that followed)."""
+    from the network as it was, and the fit that followed). `progress`: one bar over the rounds,
+    with each round's ESS, since the fits can take longer than the traces."""
     net = copy.deepcopy(network)
     records = []
     drawn: list[Posterior] = []
+    bar = tqdm(total=options.rounds, desc="adapting to the event", unit="round", disable=not progress)
     for r in range(options.rounds):
         post = run_round(net, r)
         drawn.append(post)
@@ -239,5 +243,8 @@ def adapt_network(
         # the last round alone to keep the fit from narrowing q onto a few of them.
         record.update(fit_to_posterior(net, pooled(drawn), observe, options))
         records.append(record)
+        bar.set_postfix_str(f"round {r + 1}: ESS {post.ess:.1f} of {post.num_traces}")
+        bar.update()
+    bar.close()
     net.eval()
     return net, records

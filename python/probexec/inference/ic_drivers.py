@@ -269,7 +269,7 @@ class ICDrivers:
                 round_mix(adapt, r),
             )
 
-        net, records = adapt_network(self._adapt_base, run_round, observe, adapt)
+        net, records = adapt_network(self._adapt_base, run_round, observe, adapt, progress)
         post = self._posterior(
             num_traces,
             observe,
