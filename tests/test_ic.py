@@ -1339,3 +1339,152 @@ def test_adapted_ic_cli_over_driver_processes_matches_the_exact_posterior(gum_we
         r = cli("posterior", "gum", *bad, "-n", "10", "-o", str(tmp_path / "bad"))
         assert r.returncode != 0 and re.search(message, r.stderr), r.stderr
         assert not (tmp_path / "bad").exists()
+
+
+# --- stratified IC ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def branching_checkpoint(tmp_path_factory):
+    """A branching network (r ~ Poisson(4); s ~ Poisson(4) only when r <= 4), trained briefly."""
+    d = tmp_path_factory.mktemp("branching_quick")
+    ds = make_dataset(d / "data", "branching", 3000)
+    opts = TrainOptions(epochs=2, batch_size=128, lr=3e-3, cosine=True, progress=False)
+    return d / "b.pt", train("branching", dataset=ds, output=d / "b.pt", options=opts).network
+
+
+def test_ic_steps_through_a_latent_observed_by_name(branching_checkpoint):
+    """With r observed by name, the network steps through r with its given value, as through a
+    draw of its own in training, so that its proposal for s is conditioned on it: the driver's
+    log q of each s is the training path's on the layout [r, s]. The given r is recorded as
+    observed (its prior density is likelihood) and its log q does not enter the weight."""
+    from probexec.data.layout import split_by_type
+    from probexec.inference.ic import ICDriver
+    from probexec.trace import FLAG_OBSERVED
+
+    _, net = branching_checkpoint
+    net.eval()
+    n = 40
+    models = [RemoteModel("branching") for _ in range(4)]
+    try:
+        driver = ICDriver(net, models, {"obs": [6.0], "r": [2.0]}, seed=4)
+        batch, q_minus_p = driver.run(n)
+    finally:
+        for m in models:
+            m.close()
+    assert driver.stats.given_steps == n and driver.stats.prior_fallbacks == 0
+    r_rows = np.nonzero(np.isin(batch.address_id, np.array(batch.addresses.ids_named("r"), dtype=np.uint64)))[
+        0
+    ]
+    assert len(r_rows) == n and np.all(batch.flags[r_rows] & FLAG_OBSERVED)
+    np.testing.assert_array_equal(batch.values_of("r"), 2.0)
+    # The training path over [r, s]: the same rows with r's observed flag taken off.
+    unflagged = dataclasses.replace(batch, flags=batch.flags & ~np.uint8(FLAG_OBSERVED))
+    groups, perm, starts = split_by_type(unflagged)
+    assert len(groups) == 1 and [s.name for s in groups[0].layout.sites] == ["r", "s"]
+    g = groups[0]
+    with torch.no_grad():
+        site_log_q = net.site_log_q(
+            g.layout,
+            torch.from_numpy(g.values).float(),
+            torch.from_numpy(g.params).float(),
+            driver.proposers[0].obs_embedding.expand(len(g), -1),
+        ).double()
+    recorded = [m[0] for s in driver.slots for m in s.log_qs]
+    s_key, r_key = g.layout.sites[1].key, g.layout.sites[0].key
+    lp = batch.log_prob()
+    s_rows = np.nonzero(np.isin(batch.address_id, np.array(batch.addresses.ids_named("s"), dtype=np.uint64)))[
+        0
+    ]
+    for j, t in enumerate(perm[starts[0] : starts[1]].tolist()):
+        assert recorded[t][r_key] == pytest.approx(float(site_log_q[0, j]), abs=1e-4)  # scored, not drawn
+        assert recorded[t][s_key] == pytest.approx(float(site_log_q[1, j]), abs=1e-4)
+        # The weight's log q/p: s alone.
+        want = recorded[t][s_key] - lp[s_rows[batch.row_trace[s_rows] == t][0]]
+        assert q_minus_p[t] == pytest.approx(want, abs=1e-9)
+
+
+def test_stratified_ic_matches_enumeration(branching_checkpoint):
+    """IC once per value of r, `-n` traces each, weighted by each run's evidence p(obs, r): each
+    value's evidence and the posterior of r are the exact ones. For r > 4 nothing is left to
+    propose, so the weights are equal and the evidence is exact."""
+    from probexec.inference.ic import stratified_ic
+    from probexec.inference.ic_adapt import AdaptOptions
+
+    _, net = branching_checkpoint
+    exact = branching_exact()
+    n = 400
+    models = [RemoteModel("branching") for _ in range(8)]
+    try:
+        post = stratified_ic(net, models, n, {"obs": [6.0]}, "r", values=list(range(13)), seed=5)
+        with pytest.raises(ValueError, match="'obs' is observed"):
+            stratified_ic(net, models, 10, {"obs": [6.0]}, "obs", values=[1.0])
+        with pytest.raises(ValueError, match="not done per stratum"):
+            stratified_ic(net, models, 10, {"obs": [6.0]}, "r", values=[1.0], adapt=AdaptOptions())
+    finally:
+        for m in models:
+            m.close()
+    strata = [post.stats["strata"][f"{r:g}"] for r in range(13)]
+    assert post.engine == "ic" and post.num_traces == 13 * n
+    joint = branching_exact(joint=True)[:13]
+    exact = joint / joint.sum()  # P(r | obs) among the values run
+    # For importance sampling, a value's evidence estimate has the relative error
+    # e = sqrt((N / ESS - 1) / N); exact where nothing is proposed (r > 4: ESS = N).
+    e = np.array([math.sqrt(max(n / max(s["ess"], 1.0) - 1.0, 0.0) / n) for s in strata])
+    probs = post["r"].probabilities()
+    assert sum(s["probability"] for s in strata) == pytest.approx(1.0)
+    for r, s in enumerate(strata):
+        assert probs.get(r, 0.0) == pytest.approx(s["probability"], abs=1e-12)
+        if joint[r] < 1e-12:  # r = 3, 4: obs = 6 needs s far out in Poisson(4)'s tail
+            continue
+        if r > 4:
+            assert s["ess"] == pytest.approx(n)
+        assert abs(math.exp(s["log_evidence"]) / joint[r] - 1) <= 4 * e[r] + 1e-9, (r, s, joint[r])
+        # P(r) = Z_r / sum Z: its relative error is at most e_r plus the sum's.
+        tol = 4 * exact[r] * (e[r] + float(np.sum(exact * e))) + 1e-9
+        assert abs(probs.get(r, 0.0) - exact[r]) <= tol, (r, probs.get(r), exact[r])
+
+
+def test_stratify_on_the_command_line_for_ic_and_is(branching_checkpoint, tmp_path):
+    """`probexec posterior --stratify NAME=V,...` with --engine ic (over two driver processes)
+    and is: -n traces per value, each value's probability in the summary, and the values with
+    nothing left to propose (r > 4) in the ratio of their exact evidence. RMH, which has no
+    evidence to weigh runs by, and --adapt per stratum are refused before anything starts."""
+    path, _ = branching_checkpoint
+    joint = branching_exact(joint=True)
+    for engine in (
+        ["--engine", "ic", "--network", str(path), "--processes", "2", "--workers", "4"],
+        ["--engine", "is"],
+    ):
+        out = tmp_path / engine[1]
+        r = cli(
+            "posterior", "branching", *engine, "-n", "100", "--stratify", "r=1,5,6", "--observe", "obs=6",
+            "--seed", "2", "-o", str(out), "--json", "--quiet",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout)
+        assert summary["engine"] == engine[1] and summary["num_traces"] == 300
+        assert summary["stratum"] == "r" and set(summary["strata"]) == {"1", "5", "6"}
+        p = {k: v["probability"] for k, v in summary["strata"].items()}
+        assert p["5"] / p["6"] == pytest.approx(joint[5] / joint[6], rel=1e-9)
+        assert 0 < p["1"] < 1
+    for bad, message in (
+        (["--engine", "rmh"], "rmh does not estimate"),
+        (["--engine", "ic", "--network", str(path), "--adapt", "2"], "not done per stratum"),
+        (["--engine", "is", "--stratify", "r=1,x"], "cannot read"),
+    ):
+        args = ["--stratify", "r=1,5"] if "--stratify" not in bad else []
+        r = cli(
+            "posterior",
+            "branching",
+            *bad,
+            *args,
+            "-n",
+            "10",
+            "--observe",
+            "obs=6",
+            "-o",
+            str(tmp_path / "bad"),
+        )
+        assert r.returncode != 0 and message in r.stderr, r.stderr
+        assert not (tmp_path / "bad").exists()

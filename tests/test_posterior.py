@@ -61,7 +61,9 @@ def hmm_exact_marginals() -> np.ndarray:
     return m / m.sum(axis=1, keepdims=True)
 
 
-def branching_exact() -> np.ndarray:
+def branching_exact(joint: bool = False) -> np.ndarray:
+    """P(r | obs = 6) for r < 40; with `joint`, p(r, obs = 6) (each value's evidence)."""
+
     def fib(n: int) -> int:
         a, b = 0, 1
         for _ in range(n):
@@ -76,7 +78,7 @@ def branching_exact() -> np.ndarray:
         # r > 4: lambda = 6; else lambda = 1 + fib(3r) + s with s ~ Poisson(4), summed out.
         like = pois(6, 6.0) if r > 4 else sum(pois(s, 4.0) * pois(6, 1.0 + fib(3 * r) + s) for s in range(80))
         post[r] = pois(r, 4.0) * like
-    return post / post.sum()
+    return post if joint else post / post.sum()
 
 
 def check_discrete(post, name: str, exact: np.ndarray, ess: float) -> None:

@@ -462,9 +462,11 @@ def _posterior_runner(
     from probexec.inference import run_engine
     from probexec.inference.pool import remote_pool
 
+    stratum = _stratum(args)
     if args.engine == "ic":
-        with _ic_runner(args, info, events, single) as run:
-            yield run
+        # Strata are runs of their own: drivers started per run would start once per value.
+        with _ic_runner(args, info, events, single and stratum is None) as run:
+            yield run if stratum is None else _stratified_runner(args, info, stratum, run)
         return
     options: dict[str, Any] = {"progress": not args.quiet, "latents": list(info.latents)}
     if args.engine == "rmh":
@@ -473,15 +475,54 @@ def _posterior_runner(
     elif args.engine == "smc":
         workers = args.workers or usable_cores()
         options.update(moves=args.moves, ess_fraction=args.ess_fraction)
-        if args.stratify:
-            name, sep, text = args.stratify.partition("=")
-            values = [float(v) for v in text.split(",")] if sep else None
-            options.update(stratify=(name.strip(), values))
     else:
         workers = args.workers or usable_cores()
         options.update(likelihood_importance=args.likelihood_importance)
+    if stratum is not None:
+        options.update(stratify=stratum)
     with remote_pool(args.simulator, workers=workers) as pool:
         yield lambda observe, seed: run_engine(pool, args.engine, args.n, observe, seed=seed, **options)
+
+
+def _stratum(args: argparse.Namespace) -> tuple[str, list[float] | None] | None:
+    """`--stratify NAME[=V1,V2,...]` as (name, values or None), refused where it cannot run."""
+    if not args.stratify:
+        return None
+    if args.engine == "rmh":
+        raise ValueError(
+            "--stratify weighs each value's run by its evidence, which rmh does not estimate: "
+            "use it with --engine is, smc or ic"
+        )
+    if args.adapt:
+        raise ValueError("--adapt is not done per stratum: leave out --adapt or --stratify")
+    name, sep, text = args.stratify.partition("=")
+    try:
+        values = [float(v) for v in text.split(",")] if sep else None
+    except ValueError:
+        raise ValueError(f"--stratify NAME=V1,V2,...: cannot read {text!r} as numbers") from None
+    return name.strip(), values
+
+
+def _stratified_runner(
+    args: argparse.Namespace,
+    info: Any,
+    stratum: tuple[str, list[float] | None],
+    run: Callable[[dict[str, np.ndarray], int | None], Any],
+) -> Callable[[dict[str, np.ndarray], int | None], Any]:
+    """`run` once per value of the stratum (every value its prior allows unless given), with
+    that value observed, combined by evidence."""
+    from probexec.inference.strata import stratified, stratum_values
+    from probexec.remote import RemoteModel
+
+    name, values = stratum
+    if values is None:
+        with RemoteModel(info.name) as model:
+            values = stratum_values(model, name)
+    vals = values
+    return lambda observe, seed: stratified(
+        lambda obs, s: run(dict(obs), s), observe, name, vals, engine=args.engine, seed=seed,
+        latents=list(info.latents),
+    )  # fmt: skip
 
 
 def _adapt_options(args: argparse.Namespace) -> AdaptOptions | None:
@@ -950,8 +991,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--stratify",
         metavar="NAME[=V1,V2,...]",
-        help="smc: one run per value of this discrete latent (by default every value its prior allows), "
-        "weighted by evidence; -n particles per value",
+        help="is, smc, ic: one run per value of this discrete latent (by default every value its prior "
+        "allows), with that value observed, the runs weighted by their evidence; -n traces (particles) per "
+        "value. IC's network steps through the given value, so what it proposes after it is conditioned on it",
     )
     s.add_argument(
         "--workers",

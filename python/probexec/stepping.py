@@ -40,6 +40,7 @@ from probexec.remote import (  # the message constants the blocking driver uses
 )
 from probexec.trace import (
     FLAG_CONTROLLED,
+    FLAG_OBSERVED,
     FLAG_REPLACE,
     OBSERVE,
     SAMPLE,
@@ -58,6 +59,9 @@ class PendingDraw:
     dist_type: int
     params: tuple
     replace: bool
+    # A latent the user observed by name (`Condition`), when the stepper was asked to stop there
+    # too (`step_given`): its value is fixed, and a network only steps through it and scores it.
+    given: Any = None
 
 
 class TraceStepper:
@@ -72,11 +76,17 @@ class TraceStepper:
         fallback: Handler,
         builder: TraceBatchBuilder,
         score_wide: int | None = None,
+        step_given: bool = False,
     ) -> None:
         """`score_wide`: observations of at least this many values are scored as they arrive and
         recorded by their log-density alone (no value, no parameters). A calorimeter image is
         0.6 MB a trace as a row, and moving it through the batch costs the driver more than
-        the rest of the trace; an inference engine needs only its log-likelihood."""
+        the rest of the trace; an inference engine needs only its log-likelihood.
+
+        `step_given`: a controlled sample whose value a handler fixed as observed (a latent
+        conditioned by name) becomes `pending` too, with that value in `given`. A proposal
+        network trained on prior traces saw a step there; stepping through it keeps the later
+        proposals conditioned on the given value, as in training."""
         if model.peer_version < 2:
             raise ProtocolError(f"simulator {model.name!r} speaks PPX v1: batched stepping needs protocol v2")
         self.model = model
@@ -90,6 +100,7 @@ class TraceStepper:
         self._draw = Draw()
         self._draw.can_draw_locally = "draw_locally" in model.capabilities
         self.score_wide = score_wide
+        self.step_given = step_given
         self._t0 = 0.0
         self.sent_at = 0.0  # when the request now awaiting an answer went out
 
@@ -112,6 +123,9 @@ class TraceStepper:
         p = self.pending
         assert p is not None, "no pending draw"
         flags = FLAG_CONTROLLED | (FLAG_REPLACE if p.replace else 0)
+        if p.given is not None:  # observed: its density is likelihood, and no proposal chose it
+            flags |= FLAG_OBSERVED
+            value = p.given
         self.builder.add(p.address_id, p.instance, SAMPLE, flags, p.dist_type, p.params, value)
         self.pending = None
         self._send(encode_value(value))
@@ -172,9 +186,15 @@ class TraceStepper:
         draw = self._draw
         if kind == _SAMPLE:
             m._begin_sample(b, reply, False, draw, self.handlers)
-            if draw.value is None and draw.control:
+            if draw.control and (draw.value is None or (draw.observed and self.step_given)):
                 self.pending = PendingDraw(
-                    draw.address_id, draw.instance, draw.name, draw.dist_type, draw.params, bool(draw.replace)
+                    draw.address_id,
+                    draw.instance,
+                    draw.name,
+                    draw.dist_type,
+                    draw.params,
+                    bool(draw.replace),
+                    draw.value if draw.observed else None,
                 )
                 return True
             if draw.value is None:

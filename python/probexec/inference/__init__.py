@@ -4,7 +4,9 @@
 - `importance.importance_sampling`: the prior as proposal, likelihood weights;
 - `rmh.rmh`: single-site random-walk Metropolis–Hastings, exact for changing trace structure;
 - `smc.smc`: a particle population tempered from the prior to the posterior with RMH moves, for
-  posteriors whose modes trap single chains; it also estimates the evidence.
+  posteriors whose modes trap single chains; it also estimates the evidence;
+- `strata.stratified`: any of those that estimates the evidence (is, smc, ic), once per value of
+  a discrete latent, combined by evidence.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from probexec.inference.prior import sample_prior
 from probexec.inference.result import Posterior
 from probexec.inference.rmh import rmh
 from probexec.inference.smc import smc, stratified_smc
+from probexec.inference.strata import stratified, stratum_values
 
 ENGINES = ("is", "rmh", "smc")
 
@@ -25,17 +28,35 @@ ENGINES = ("is", "rmh", "smc")
 def run_engine(
     target: Any, engine: str, num_traces: int, observe: Mapping[str, Any], **options: Any
 ) -> Posterior:
+    """`engine` over `target`; `stratify=NAME` or `(NAME, values)` runs it once per value of that
+    discrete latent, combined by evidence (`strata.py`: is, smc)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+    stratum = options.pop("stratify", None)
+    if stratum:
+        name, values = stratum if isinstance(stratum, tuple) else (stratum, None)
+        if engine == "smc":
+            return stratified_smc(target, num_traces, observe, name, values=values, **options)
+        if engine == "is":
+            seed = options.pop("seed", None)
+            return stratified(
+                lambda obs, s: importance_sampling(target, num_traces, obs, seed=s, **options),
+                observe,
+                name,
+                values if values is not None else stratum_values(target, name),
+                engine="is",
+                seed=seed,
+                latents=options.get("latents"),
+            )
+        raise ValueError(
+            f"stratifying combines each value's run by its evidence, which {engine} does not estimate: "
+            "use it with is, smc or ic"
+        )
     if engine == "is":
         return importance_sampling(target, num_traces, observe, **options)
     if engine == "rmh":
         return rmh(target, num_traces, observe, **options)
-    if engine == "smc":
-        stratum = options.pop("stratify", None)
-        if stratum:
-            name, values = stratum if isinstance(stratum, tuple) else (stratum, None)
-            return stratified_smc(target, num_traces, observe, name, values=values, **options)
-        return smc(target, num_traces, observe, **options)
-    raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+    return smc(target, num_traces, observe, **options)
 
 
 __all__ = [
@@ -49,5 +70,7 @@ __all__ = [
     "run_engine",
     "sample_prior",
     "smc",
+    "stratified",
     "stratified_smc",
+    "stratum_values",
 ]

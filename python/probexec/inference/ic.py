@@ -42,6 +42,7 @@ from probexec.handlers import Condition, PriorProposal
 from probexec.inference.defensive import check_defensive, check_mixture, mixture_log_ratio
 from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_mix, round_seeds
 from probexec.inference.result import BIG_OBSERVATION, Posterior
+from probexec.inference.strata import stratified, stratum_values
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
 from probexec.stepping import PendingDraw, TraceStepper
@@ -103,6 +104,7 @@ class ICStats:
     prior_fallbacks: int = 0
     prior_traces: int = 0  # the defensive mixture's traces drawn from the prior
     mix_traces: int = 0  # the traces drawn from the second network (`mix`)
+    given_steps: int = 0  # steps through latents observed by name (their value given, not drawn)
     unknown_addresses: set[str] = field(default_factory=set)
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -174,6 +176,7 @@ class ICDriver:
                 PriorProposal(self.rng, local=True),
                 builder,
                 score_wide=None if keep_observations else BIG_OBSERVATION,
+                step_given=True,
             )
             self.slots.append(_Slot(stepper, [{} for _ in networks], log_q=[{} for _ in networks]))
         self._restarted: list[int] = []
@@ -221,6 +224,9 @@ class ICDriver:
             assert p is not None
             key = _site_key(p)
             if key not in index:
+                if p.given is not None:  # observed by name: nothing to propose, nothing to step
+                    s.stepper.post(p.given)
+                    continue
                 self.stats.prior_fallbacks += 1
                 self.stats.unknown_addresses.add(p.name or key)
                 s.stepper.post(sample_wire(p.dist_type, p.params, self.rng))
@@ -254,14 +260,17 @@ class ICDriver:
         pend = [self.slots[i].stepper.pending for i in rows]
         priors = [_prior_row(p) for p in pend]  # type: ignore[arg-type]
         params = [q[0] for q in priors]
-        # The prior's traces of the defensive mixture: the prior chooses, the networks only score.
+        # Latents observed by name, and the prior's traces of the defensive mixture: the value is
+        # given (by the user, by the prior), and the networks only score it and step through it.
         given: dict[int, np.ndarray] = {}
-        if self.defensive:
-            for r, i in enumerate(rows):
-                if self.slots[i].source == PRIOR:
-                    p = pend[r]
-                    assert p is not None
-                    given[r] = np.asarray(sample_wire(p.dist_type, p.params, self.rng), dtype=np.float64)
+        for r, i in enumerate(rows):
+            p = pend[r]
+            assert p is not None
+            if p.given is not None:
+                given[r] = np.asarray(p.given, dtype=np.float64)
+                self.stats.given_steps += 1
+            elif self.defensive and self.slots[i].source == PRIOR:
+                given[r] = np.asarray(sample_wire(p.dist_type, p.params, self.rng), dtype=np.float64)
         values = self._draw_all(rows, sites, hiddens, params, given)
         for r, i in enumerate(rows):
             shape = priors[r][1]
@@ -526,6 +535,38 @@ def ic_posterior(
     return _posterior(batch, q_minus_p, stats, latents, time.perf_counter() - t0)
 
 
+def stratified_ic(
+    network: ProposalLSTM,
+    models: Sequence[Any],
+    num_traces: int,
+    observe: Mapping[str, Any],
+    stratum: str,
+    *,
+    values: Sequence[float] | None = None,
+    latents: Sequence[str] | None = None,
+    seed: int | None = None,
+    **options: Any,
+) -> Posterior:
+    """IC once per value of the discrete latent `stratum`, `num_traces` traces each, combined by
+    each run's evidence p(y, value) (`strata.py`). The network steps through the given value as
+    through its own draw, so its later proposals are conditioned on it; a value the network's
+    own channel head would rarely pick still gets its traces. `options`: as `ic_posterior`'s."""
+    if options.get("adapt") is not None:
+        raise ValueError(
+            "adapting the network (--adapt) is not done per stratum: its fit does not step through the given value"
+        )
+    vals = list(values) if values is not None else stratum_values(models[0], stratum)
+    return stratified(
+        lambda obs, s: ic_posterior(network, models, num_traces, obs, latents=latents, seed=s, **options),
+        observe,
+        stratum,
+        vals,
+        engine="ic",
+        seed=seed,
+        latents=latents,
+    )
+
+
 def _run_driver(
     network: ProposalLSTM,
     models: Sequence[Any],
@@ -570,6 +611,7 @@ def _run_driver(
         "prior_traces": st.prior_traces,
         "mix": driver.mix_share,
         "mix_traces": st.mix_traces,
+        "given_steps": st.given_steps,
         "unknown_addresses": sorted(st.unknown_addresses),
         "batch_sizes": st.batch_sizes,
         "in_flight": len(driver.slots),

@@ -330,6 +330,7 @@ class ICDrivers:
             "prior_traces": sum(st["prior_traces"] for _, _, st in parts),
             "mix": mix,
             "mix_traces": sum(st["mix_traces"] for _, _, st in parts),
+            "given_steps": sum(st["given_steps"] for _, _, st in parts),
             "unknown_addresses": sorted({a for _, _, st in parts for a in st["unknown_addresses"]}),
             "batch_sizes": [k for _, _, st in parts for k in st["batch_sizes"]],
             "in_flight": sum(st["in_flight"] for _, _, st in parts),

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from probexec.empirical import _log_sum_exp
-from probexec.errors import NoFiniteTraceError, ProbexecError
+from probexec.errors import ProbexecError
 from probexec.inference.pool import ModelPool
 from probexec.inference.result import Posterior, kish_ess, without_big_observations
 from probexec.inference.rmh import _Chain, _State
+from probexec.inference.strata import stratified, stratum_values
 from probexec.model import Model
 from probexec.trace import SAMPLE, TraceBatch
 
@@ -207,34 +208,6 @@ def _slim(state: _State) -> _State:
     return state
 
 
-def stratum_values(target: Model | ModelPool, name: str) -> list[float]:
-    """Every value a discrete latent can take, from its prior in one prior trace: a Categorical's
-    classes, a Bernoulli's 0 and 1, a Binomial's 0..n. Other types need their values given."""
-    from probexec.inference.prior import sample_prior
-
-    batch = sample_prior(target, 1, seed=0, progress=False)
-    ids = np.array(batch.addresses.ids_named(name, SAMPLE), dtype=np.uint64)
-    rows = np.nonzero(np.isin(batch.address_id, ids))[0]
-    if len(rows) == 0:
-        raise ValueError(
-            f"no sample named {name!r} in a prior trace of {target.name!r} "
-            f"(samples: {', '.join(batch.addresses.names(kind=SAMPLE))})"
-        )
-    r = int(rows[0])
-    dist_type = int(batch.dist_type[r])
-    params = batch.params[batch.param_offsets[r] : batch.param_offsets[r + 1]]
-    if dist_type == 3:  # Categorical: its probabilities
-        return [float(k) for k in range(len(params))]
-    if dist_type == 5:  # Bernoulli
-        return [0.0, 1.0]
-    if dist_type == 10:  # Binomial (n, p)
-        return [float(k) for k in range(int(params[0]) + 1)]
-    raise ValueError(
-        f"{name!r} is not a Categorical, Bernoulli or Binomial draw (wire type {dist_type}): "
-        "give the values to stratify over"
-    )
-
-
 def stratified_smc(
     target: Model | ModelPool,
     num_particles: int,
@@ -259,56 +232,27 @@ def stratified_smc(
     `num_particles` per value. A value no trace can have (a joint density of zero) gets
     probability 0. `stats["strata"]` has each value's log-evidence, probability, ESS and stages."""
     vals = list(values) if values is not None else stratum_values(target, stratum)
-    if not vals:
-        raise ValueError(f"no values to stratify {stratum!r} over")
-    if stratum in observe:
-        raise ValueError(f"{stratum!r} is observed; it cannot also be stratified over")
-    t0 = time.perf_counter()
-    seeds = np.random.SeedSequence(seed).generate_state(len(vals), dtype=np.uint64)
-    parts: list[tuple[float, Posterior]] = []
-    strata: dict[str, dict[str, Any]] = {}
-    runs = 0
-    for v, s in zip(vals, seeds, strict=True):
-        key = f"{v:g}"
-        try:
-            post = smc(
-                target, num_particles, {**observe, stratum: [v]}, latents=latents, seed=int(s) >> 1, **options
-            )
-        except NoFiniteTraceError as e:
-            strata[key] = {"log_evidence": -math.inf, "probability": 0.0, "error": str(e)}
-            continue
-        parts.append((v, post))
-        runs += post.stats["simulator_runs"]
-        strata[key] = {
-            "log_evidence": post.stats["log_evidence"],
-            "ess": post.ess,
-            "stages": post.stats["stages"],
-            "unique_particles": post.stats["unique_particles"],
-            "acceptance_rate": post.stats["acceptance_rate"],
-        }
-    if not parts:
-        raise ProbexecError(f"SMC on {target.name!r}: no value of {stratum!r} has a trace of finite density")
-    log_z = np.array([p.stats["log_evidence"] for _, p in parts])
-    total = _log_sum_exp(log_z)
-    log_w = []
-    for (v, post), lz in zip(parts, log_z, strict=True):
-        log_w.append(post.log_weights - _log_sum_exp(post.log_weights) + (lz - total))
-        strata[f"{v:g}"]["probability"] = float(np.exp(lz - total))
-    batch = TraceBatch.concat([p.traces for _, p in parts])
-    names = list(latents) if latents is not None else [stratum, *parts[0][1].latents]
-    return Posterior(
+
+    ran: list[dict[str, Any]] = []
+
+    def describe(post: Posterior) -> dict[str, Any]:
+        ran.append(post.stats)
+        keep = ("stages", "unique_particles", "acceptance_rate", "simulator_runs")
+        return {k: post.stats[k] for k in keep}
+
+    post = stratified(
+        lambda obs, s: smc(target, num_particles, obs, latents=latents, seed=s, **options),
+        observe,
+        stratum,
+        vals,
         engine="smc",
-        traces=batch,
-        log_weights=np.concatenate(log_w),
-        latents=list(dict.fromkeys(names)),
-        seconds=time.perf_counter() - t0,
-        dropped=sum(p.dropped for _, p in parts),
-        stats={
-            "log_evidence": total,
-            "stratum": stratum,
-            "strata": strata,
-            "simulator_runs": runs,
-            "moves": parts[0][1].stats["moves"],
-            "ess_fraction": parts[0][1].stats["ess_fraction"],
-        },
+        seed=seed,
+        latents=latents,
+        describe=describe,
     )
+    post.stats.update(
+        simulator_runs=sum(st["simulator_runs"] for st in ran),
+        moves=ran[0]["moves"],
+        ess_fraction=ran[0]["ess_fraction"],
+    )
+    return post
