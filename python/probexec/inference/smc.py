@@ -219,18 +219,10 @@ def stratified_smc(
     seed: int | None = None,
     **options: Any,
 ) -> Posterior:
-    """SMC once for each value of the discrete latent `stratum`, combined by their evidence.
-
-    Why: a discrete choice that shapes the rest of the trace (the tau's decay channel) traps
-    particles as it traps MCMC chains: once a population has settled in one channel, moving a
-    particle to another re-draws the whole decay from the prior, which is never accepted. Two
-    runs with different seeds then put 0.9 on different channels. Fixing the value (it is
-    observed, so its prior probability joins the likelihood) leaves each run one channel to
-    explore, and its evidence estimate is p(y, stratum = v). Each value's particles carry the
-    weight p(y, v) / p(y) shared by their own normalised weights.
-
-    `num_particles` per value. A value no trace can have (a joint density of zero) gets
-    probability 0. `stats["strata"]` has each value's log-evidence, probability, ESS and stages."""
+    """SMC once for each value of the discrete latent `stratum`, `num_particles` each, combined by
+    their evidence (`strata.py` says why: on one tau event two unstratified runs put 0.9 on
+    different channels). `stats["strata"]` has each value's log-evidence, probability, ESS and
+    stages; a value no trace can have gets probability 0."""
     vals = list(values) if values is not None else stratum_values(target, stratum)
 
     ran: list[dict[str, Any]] = []
