@@ -515,12 +515,11 @@ def _stratified_runner(
     from probexec.remote import RemoteModel
 
     name, values = stratum
-    if values is None:
+    if values is None:  # read once here: the drivers' simulators are in other processes
         with RemoteModel(info.name) as model:
             values = stratum_values(model, name)
-    vals = values
     return lambda observe, seed: stratified(
-        lambda obs, s: run(dict(obs), s), observe, name, vals, engine=args.engine, seed=seed,
+        lambda obs, s: run(dict(obs), s), observe, name, values, engine=args.engine, seed=seed,
         latents=list(info.latents),
     )  # fmt: skip
 

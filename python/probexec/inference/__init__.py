@@ -43,8 +43,9 @@ def run_engine(
                 lambda obs, s: importance_sampling(target, num_traces, obs, seed=s, **options),
                 observe,
                 name,
-                values if values is not None else stratum_values(target, name),
+                values,
                 engine="is",
+                target=target,
                 seed=seed,
                 latents=options.get("latents"),
             )

@@ -42,7 +42,7 @@ from probexec.handlers import Condition, PriorProposal
 from probexec.inference.defensive import check_defensive, check_mixture, mixture_log_ratio
 from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_mix, round_seeds
 from probexec.inference.result import BIG_OBSERVATION, Posterior
-from probexec.inference.strata import stratified, stratum_values
+from probexec.inference.strata import stratified
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
 from probexec.stepping import PendingDraw, TraceStepper
@@ -555,13 +555,13 @@ def stratified_ic(
         raise ValueError(
             "adapting the network (--adapt) is not done per stratum: its fit does not step through the given value"
         )
-    vals = list(values) if values is not None else stratum_values(models[0], stratum)
     return stratified(
         lambda obs, s: ic_posterior(network, models, num_traces, obs, latents=latents, seed=s, **options),
         observe,
         stratum,
-        vals,
+        values,
         engine="ic",
+        target=models[0],
         seed=seed,
         latents=latents,
     )

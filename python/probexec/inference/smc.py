@@ -34,7 +34,7 @@ from probexec.errors import ProbexecError
 from probexec.inference.pool import ModelPool
 from probexec.inference.result import Posterior, kish_ess, without_big_observations
 from probexec.inference.rmh import _Chain, _State
-from probexec.inference.strata import stratified, stratum_values
+from probexec.inference.strata import stratified, stratum_values  # noqa: F401 (its home was here)
 from probexec.model import Model
 from probexec.trace import SAMPLE, TraceBatch
 
@@ -223,8 +223,6 @@ def stratified_smc(
     their evidence (`strata.py` says why: on one tau event two unstratified runs put 0.9 on
     different channels). `stats["strata"]` has each value's log-evidence, probability, ESS and
     stages; a value no trace can have gets probability 0."""
-    vals = list(values) if values is not None else stratum_values(target, stratum)
-
     ran: list[dict[str, Any]] = []
 
     def describe(post: Posterior) -> dict[str, Any]:
@@ -236,8 +234,9 @@ def stratified_smc(
         lambda obs, s: smc(target, num_particles, obs, latents=latents, seed=s, **options),
         observe,
         stratum,
-        vals,
+        values,
         engine="smc",
+        target=target,
         seed=seed,
         latents=latents,
         describe=describe,

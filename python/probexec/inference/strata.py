@@ -64,22 +64,24 @@ def stratified(
     run: Runner,
     observe: Mapping[str, Any],
     stratum: str,
-    values: Sequence[float],
+    values: Sequence[float] | None,
     *,
     engine: str,
+    target: Any = None,
     seed: int | None = None,
     latents: Sequence[str] | None = None,
     describe: Callable[[Posterior], dict[str, Any]] | None = None,
 ) -> Posterior:
     """`run` once per value of `stratum`, that value observed, combined by each run's evidence.
+    `values` None: every value the prior allows (`stratum_values` on `target`).
 
     A value no trace can have (no trace of finite weight) gets probability 0. `stats["strata"]`
     has, per value, its log-evidence, probability, ESS and traces, and what `describe` adds."""
-    vals = list(values)
-    if not vals:
-        raise ValueError(f"no values to stratify {stratum!r} over")
     if stratum in observe:
         raise ValueError(f"{stratum!r} is observed; it cannot also be stratified over")
+    vals = list(values) if values is not None else stratum_values(target, stratum)
+    if not vals:
+        raise ValueError(f"no values to stratify {stratum!r} over")
     t0 = time.perf_counter()
     seeds = np.random.SeedSequence(seed).generate_state(len(vals), dtype=np.uint64)
     parts: list[tuple[float, Posterior, float]] = []
