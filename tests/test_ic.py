@@ -1449,11 +1449,23 @@ def test_stratify_on_the_command_line_for_ic_and_is(branching_checkpoint, tmp_pa
     """`probexec posterior --stratify NAME=V,...` with --engine ic (over two driver processes)
     and is: -n traces per value, each value's probability in the summary, and the values with
     nothing left to propose (r > 4) in the ratio of their exact evidence. RMH, which has no
-    evidence to weigh runs by, and --adapt per stratum are refused before anything starts."""
+    evidence to weigh runs by, and --adapt per stratum are refused before anything starts.
+    IC runs with a pilot (`--stratify-pilot`): 20 traces a value, the rest by the pilot's P(r)."""
     path, _ = branching_checkpoint
     joint = branching_exact(joint=True)
     for engine in (
-        ["--engine", "ic", "--network", str(path), "--processes", "2", "--workers", "4"],
+        [
+            "--engine",
+            "ic",
+            "--network",
+            str(path),
+            "--processes",
+            "2",
+            "--workers",
+            "4",
+            "--stratify-pilot",
+            "20",
+        ],
         ["--engine", "is"],
     ):
         out = tmp_path / engine[1]
@@ -1468,10 +1480,19 @@ def test_stratify_on_the_command_line_for_ic_and_is(branching_checkpoint, tmp_pa
         p = {k: v["probability"] for k, v in summary["strata"].items()}
         assert p["5"] / p["6"] == pytest.approx(joint[5] / joint[6], rel=1e-9)
         assert 0 < p["1"] < 1
+        traces = {k: v["traces"] for k, v in summary["strata"].items()}
+        if engine[1] == "ic":  # r = 5 (half the posterior) gets more than its 100, r = 1 fewer
+            assert summary["pilot"] == 20 and sum(traces.values()) == 300
+            assert traces["5"] > 100 > traces["1"] >= 20, traces
+        else:
+            assert traces == {"1": 100, "5": 100, "6": 100}
     for bad, message in (
         (["--engine", "rmh"], "rmh does not estimate"),
         (["--engine", "ic", "--network", str(path), "--adapt", "2"], "not done per stratum"),
         (["--engine", "is", "--stratify", "r=1,x"], "cannot read"),
+        (["--engine", "smc", "--stratify-pilot", "5"], "use it with --engine is or ic"),
+        (["--engine", "is", "--stratify-pilot", "10"], "between 1 and -n (10) - 1"),
+        (["--engine", "is", "--stratify-pilot", "5", "--stratify", ""], "give --stratify too"),
     ):
         args = ["--stratify", "r=1,5"] if "--stratify" not in bad else []
         r = cli(

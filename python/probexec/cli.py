@@ -479,13 +479,25 @@ def _posterior_runner(
         workers = args.workers or usable_cores()
         options.update(likelihood_importance=args.likelihood_importance)
     if stratum is not None:
-        options.update(stratify=stratum)
+        options.update(stratify=stratum, stratify_pilot=args.stratify_pilot)
     with remote_pool(args.simulator, workers=workers) as pool:
         yield lambda observe, seed: run_engine(pool, args.engine, args.n, observe, seed=seed, **options)
 
 
 def _stratum(args: argparse.Namespace) -> tuple[str, list[float] | None] | None:
     """`--stratify NAME[=V1,V2,...]` as (name, values or None), refused where it cannot run."""
+    if args.stratify_pilot:
+        if not args.stratify:
+            raise ValueError("--stratify-pilot is the pilot of a stratified run: give --stratify too")
+        if args.engine not in ("is", "ic"):
+            raise ValueError(
+                f"--stratify-pilot pools each value's pilot with its later traces, which {args.engine} cannot: "
+                "use it with --engine is or ic"
+            )
+        if not 0 < args.stratify_pilot < args.n:
+            raise ValueError(
+                f"--stratify-pilot must be between 1 and -n ({args.n}) - 1, not {args.stratify_pilot}"
+            )
     if not args.stratify:
         return None
     if args.engine == "rmh":
@@ -507,7 +519,7 @@ def _stratified_runner(
     args: argparse.Namespace,
     info: Any,
     stratum: tuple[str, list[float] | None],
-    run: Callable[[dict[str, np.ndarray], int | None], Any],
+    run: Callable[..., Any],
 ) -> Callable[[dict[str, np.ndarray], int | None], Any]:
     """`run` once per value of the stratum (every value its prior allows unless given), with
     that value observed, combined by evidence."""
@@ -519,8 +531,8 @@ def _stratified_runner(
         with RemoteModel(info.name) as model:
             values = stratum_values(model, name)
     return lambda observe, seed: stratified(
-        lambda obs, s: run(dict(obs), s), observe, name, values, engine=args.engine, seed=seed,
-        latents=list(info.latents),
+        lambda obs, s, n: run(dict(obs), s, n), observe, name, values, num_traces=args.n,
+        pilot=args.stratify_pilot, engine=args.engine, seed=seed, latents=list(info.latents),
     )  # fmt: skip
 
 
@@ -589,11 +601,11 @@ def _ic_runner(
         with ICDrivers(
             args.network, info.name, processes=processes, in_flight=per_driver, device=device
         ) as d:
-            yield lambda observe, seed: d.posterior(args.n, observe, seed=seed, **common)
+            yield lambda observe, seed, n=args.n: d.posterior(n, observe, seed=seed, **common)
     else:
         with remote_pool(info.name, workers=in_flight) as pool:
-            yield lambda observe, seed: ic_posterior(
-                net, pool.models, args.n, observe, seed=seed, device=device, **common
+            yield lambda observe, seed, n=args.n: ic_posterior(
+                net, pool.models, n, observe, seed=seed, device=device, **common
             )
 
 
@@ -993,6 +1005,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="is, smc, ic: one run per value of this discrete latent (by default every value its prior "
         "allows), with that value observed, the runs weighted by their evidence; -n traces (particles) per "
         "value. IC's network steps through the given value, so what it proposes after it is conditioned on it",
+    )
+    s.add_argument(
+        "--stratify-pilot",
+        type=int,
+        default=0,
+        metavar="P",
+        help="is, ic with --stratify: P traces per value first, then the rest of the -n per value shared out "
+        "in proportion to each value's probability as the pilot estimates it (values far out get no more)",
     )
     s.add_argument(
         "--workers",

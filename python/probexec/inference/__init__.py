@@ -29,21 +29,32 @@ def run_engine(
     target: Any, engine: str, num_traces: int, observe: Mapping[str, Any], **options: Any
 ) -> Posterior:
     """`engine` over `target`; `stratify=NAME` or `(NAME, values)` runs it once per value of that
-    discrete latent, combined by evidence (`strata.py`: is, smc)."""
+    discrete latent, combined by evidence (`strata.py`: is, smc), `num_traces` a value; with
+    `stratify_pilot=P` (is) each value gets P first and the rest go where the pilot found mass."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
     stratum = options.pop("stratify", None)
+    pilot = options.pop("stratify_pilot", 0)
+    if pilot and not stratum:
+        raise ValueError("stratify_pilot is the pilot of a stratified run: give stratify too")
     if stratum:
         name, values = stratum if isinstance(stratum, tuple) else (stratum, None)
         if engine == "smc":
+            if pilot:
+                raise ValueError(
+                    "a stratum's pilot is pooled with its later traces, which SMC's resampled particles "
+                    "cannot be: use stratify_pilot with is or ic"
+                )
             return stratified_smc(target, num_traces, observe, name, values=values, **options)
         if engine == "is":
             seed = options.pop("seed", None)
             return stratified(
-                lambda obs, s: importance_sampling(target, num_traces, obs, seed=s, **options),
+                lambda obs, s, n: importance_sampling(target, n, obs, seed=s, **options),
                 observe,
                 name,
                 values,
+                num_traces=num_traces,
+                pilot=pilot,
                 engine="is",
                 target=target,
                 seed=seed,

@@ -545,21 +545,25 @@ def stratified_ic(
     values: Sequence[float] | None = None,
     latents: Sequence[str] | None = None,
     seed: int | None = None,
+    pilot: int = 0,
     **options: Any,
 ) -> Posterior:
     """IC once per value of the discrete latent `stratum`, `num_traces` traces each, combined by
     each run's evidence p(y, value) (`strata.py`). The network steps through the given value as
     through its own draw, so its later proposals are conditioned on it; a value the network's
-    own channel head would rarely pick still gets its traces. `options`: as `ic_posterior`'s."""
+    own channel head would rarely pick still gets its traces. `pilot`: that many traces a value
+    first, the rest shared out by the pilot's probabilities. `options`: as `ic_posterior`'s."""
     if options.get("adapt") is not None:
         raise ValueError(
             "adapting the network (--adapt) is not done per stratum: its fit does not step through the given value"
         )
     return stratified(
-        lambda obs, s: ic_posterior(network, models, num_traces, obs, latents=latents, seed=s, **options),
+        lambda obs, s, n: ic_posterior(network, models, n, obs, latents=latents, seed=s, **options),
         observe,
         stratum,
         values,
+        num_traces=num_traces,
+        pilot=pilot,
         engine="ic",
         target=models[0],
         seed=seed,

@@ -231,10 +231,11 @@ def stratified_smc(
         return {k: post.stats[k] for k in keep}
 
     post = stratified(
-        lambda obs, s: smc(target, num_particles, obs, latents=latents, seed=s, **options),
+        lambda obs, s, n: smc(target, n, obs, latents=latents, seed=s, **options),
         observe,
         stratum,
         values,
+        num_traces=num_particles,
         engine="smc",
         target=target,
         seed=seed,

@@ -1,0 +1,98 @@
+"""Stratified runs with a pilot: how the traces are shared out, how two runs of one value are
+pooled, and the combined posterior against enumeration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from probexec.inference import remote_pool, run_engine
+from probexec.inference.prior import sample_prior
+from probexec.inference.result import Posterior
+from probexec.inference.strata import allocate, pooled
+from test_posterior import branching_exact
+
+
+def test_allocate_shares_out_every_trace_in_proportion():
+    shares = allocate(1000, [0.5, 0.3, 0.2, 0.0])
+    assert shares == [500, 300, 200, 0]
+    # Unnormalised and uneven: the sum is kept, and no share is more than one off its exact part.
+    p = np.array([3.0, 1.0, 1.0, 1e-12, 2.0])
+    shares = allocate(101, p)
+    assert sum(shares) == 101 and shares[3] == 0
+    assert np.all(np.abs(np.array(shares) - 101 * p / p.sum()) < 1)
+    assert allocate(0, [1.0, 2.0]) == [0, 0]
+    for bad in ([], [0.0, 0.0], [1.0, math.nan], [1.0, -0.5]):
+        with pytest.raises(ValueError, match="cannot share"):
+            allocate(10, bad)
+
+
+def test_pooled_runs_estimate_the_evidence_over_all_their_traces():
+    """Two importance-sampling runs of one proposal: the pooled evidence is the mean weight over
+    both, a dropped trace counting as weight 0, whatever the runs' sizes."""
+
+    with remote_pool("gum", workers=1) as pool:
+        traces = sample_prior(pool, 3, seed=1, progress=False)
+
+    def run(rows: list[int], log_w: list[float], dropped: int) -> Posterior:
+        return Posterior("is", traces.select(np.array(rows)), np.array(log_w), ["mu"], 1.0, dropped=dropped)
+
+    a, b = run([0, 1], [0.0, math.log(3.0)], 1), run([2], [math.log(5.0)], 0)
+    both = pooled(a, b)
+    assert both.log_evidence == pytest.approx(math.log((1 + 3 + 5) / 4))
+    assert both.dropped == 1 and both.seconds == 2.0 and both.num_traces == 3
+    assert np.array_equal(both["mu"].values, traces.values_of("mu"))
+
+
+def test_a_pilot_shares_the_traces_out_by_probability_and_matches_enumeration():
+    """Branching, r stratified over 0..12 with obs = 6 (IS from the prior): 30 traces a value
+    first, then the rest of 13 x 300 where the pilot found mass. No trace is lost or added; values
+    the pilot finds out of reach (r = 3, 4: obs = 6 is 25 standard deviations below their rate)
+    get no more; each value's evidence and P(r) are the exact ones within 4 standard errors."""
+    n, pilot, values = 300, 30, list(range(13))
+    with remote_pool("branching", workers=2) as pool:
+        post = run_engine(
+            pool,
+            "is",
+            n,
+            {"obs": [6.0]},
+            stratify=("r", values),
+            stratify_pilot=pilot,
+            seed=3,
+            progress=False,
+        )
+    strata = [post.stats["strata"][f"{r:g}"] for r in values]
+    assert post.stats["pilot"] == pilot
+    assert post.num_traces + post.dropped == n * len(values)
+    more = allocate((n - pilot) * len(values), [s["pilot_probability"] for s in strata])
+    for r, s in enumerate(strata):
+        assert s["traces"] == pilot + more[r], (r, s)
+    assert strata[3]["traces"] == strata[4]["traces"] == pilot
+    # r = 5 holds a third of the posterior: it gets about a third of the traces.
+    assert strata[5]["traces"] > n * len(values) / 4
+
+    joint = branching_exact(joint=True)[:13]
+    exact = joint / joint.sum()
+    e = np.array([math.sqrt(max(s["traces"] / max(s["ess"], 1.0) - 1.0, 0.0) / s["traces"]) for s in strata])
+    probs = post["r"].probabilities()
+    assert sum(s["probability"] for s in strata) == pytest.approx(1.0)
+    for r, s in enumerate(strata):
+        assert probs.get(r, 0.0) == pytest.approx(s["probability"], abs=1e-12)
+        if joint[r] < 1e-12:
+            continue
+        assert abs(math.exp(s["log_evidence"]) / joint[r] - 1) <= 4 * e[r] + 1e-9, (r, s, joint[r])
+        tol = 4 * exact[r] * (e[r] + float(np.sum(exact * e))) + 1e-9
+        assert abs(probs.get(r, 0.0) - exact[r]) <= tol, (r, probs.get(r), exact[r])
+
+
+def test_a_pilot_is_refused_where_it_cannot_be_pooled():
+    with remote_pool("branching", workers=1) as pool:
+        obs = {"obs": [6.0]}
+        with pytest.raises(ValueError, match="SMC's resampled particles"):
+            run_engine(pool, "smc", 20, obs, stratify=("r", [5, 6]), stratify_pilot=5)
+        with pytest.raises(ValueError, match="must be fewer than the 20 traces"):
+            run_engine(pool, "is", 20, obs, stratify=("r", [5, 6]), stratify_pilot=20)
+        with pytest.raises(ValueError, match="give stratify too"):
+            run_engine(pool, "is", 20, obs, stratify_pilot=5)
