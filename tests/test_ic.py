@@ -707,6 +707,38 @@ def test_auto_processes_follow_the_cores_and_the_traces():
     assert auto_processes(10, 64) == 1
 
 
+def test_auto_processes_count_every_stratum(branching_checkpoint, monkeypatch):
+    """`--stratify` runs -n traces per value: `--processes auto` sizes the drivers by all of them
+    (on 16 cores one driver per 1 000 traces, at most 4: 9 values of 250 traces get 2 drivers, 10 of
+    400 get 4, where one value's traces alone would get 1)."""
+    import probexec.cli as cli_module
+    import probexec.inference.ic_drivers as ic_drivers
+    from probexec.simulators import get_simulator
+
+    started: list[int] = []
+
+    @contextlib.contextmanager
+    def drivers(network, simulator, *, processes, in_flight, device):
+        started.append(processes)
+        yield None
+
+    monkeypatch.setattr(cli_module, "usable_cores", lambda: 16)
+    monkeypatch.setattr(ic_drivers, "ICDrivers", drivers)
+    path, _ = branching_checkpoint
+    info = get_simulator("branching")
+    for n, stratify, want in (
+        ("250", "r=0,1,2,3,4,5,6,7,8", 2),
+        ("400", "r=0,1,2,3,4,5,6,7,8,9", 4),
+    ):
+        args = cli_module.build_parser().parse_args(
+            ["posterior", "branching", "--engine", "ic", "--network", str(path), "-n", n, "--stratify", stratify,
+             "-o", "unused"]
+        )  # fmt: skip
+        with cli_module._posterior_runner(args, info, [{"obs": np.array([6.0])}], single=True):
+            pass
+        assert started[-1] == want, (n, started)
+
+
 def test_pools_and_drivers_count_the_cores_this_process_may_use():
     """Under Slurm or taskset a process may run on fewer cores than the machine has: pools and
     the IC driver count are sized by the affinity mask, not `os.cpu_count()`."""

@@ -464,8 +464,12 @@ def _posterior_runner(
 
     stratum = _stratum(args)
     if args.engine == "ic":
+        strata = 1
+        if stratum is not None:
+            stratum = (stratum[0], _stratum_values(info, *stratum))
+            strata = len(stratum[1] or [])
         # Strata are runs of their own: drivers started per run would start once per value.
-        with _ic_runner(args, info, events, single and stratum is None) as run:
+        with _ic_runner(args, info, events, single and stratum is None, strata) as run:
             yield run if stratum is None else _stratified_runner(args, info, stratum, run)
         return
     options: dict[str, Any] = {"progress": not args.quiet, "latents": list(info.latents)}
@@ -523,17 +527,25 @@ def _stratified_runner(
 ) -> Callable[[dict[str, np.ndarray], int | None], Any]:
     """`run` once per value of the stratum (every value its prior allows unless given), with
     that value observed, combined by evidence."""
-    from probexec.inference.strata import stratified, stratum_values
-    from probexec.remote import RemoteModel
+    from probexec.inference.strata import stratified
 
     name, values = stratum
-    if values is None:  # read once here: the drivers' simulators are in other processes
-        with RemoteModel(info.name) as model:
-            values = stratum_values(model, name)
     return lambda observe, seed: stratified(
         lambda obs, s, n: run(dict(obs), s, n), observe, name, values, num_traces=args.n,
         pilot=args.stratify_pilot, engine=args.engine, seed=seed, latents=list(info.latents),
     )  # fmt: skip
+
+
+def _stratum_values(info: Any, name: str, values: list[float] | None) -> list[float]:
+    """The values given, or every one the prior allows, read here from a simulator of our own:
+    an IC run's simulators are in its driver processes, and how many values there are sizes them."""
+    from probexec.inference.strata import stratum_values
+    from probexec.remote import RemoteModel
+
+    if values is not None:
+        return values
+    with RemoteModel(info.name) as model:
+        return stratum_values(model, name)
 
 
 def _adapt_options(args: argparse.Namespace) -> AdaptOptions | None:
@@ -556,10 +568,11 @@ def _adapt_options(args: argparse.Namespace) -> AdaptOptions | None:
 
 @contextlib.contextmanager
 def _ic_runner(
-    args: argparse.Namespace, info: Any, events: list[dict[str, np.ndarray]], single: bool
+    args: argparse.Namespace, info: Any, events: list[dict[str, np.ndarray]], single: bool, strata: int = 1
 ) -> Iterator[Callable[[dict[str, np.ndarray], int | None], Any]]:
     """Importance sampling with a trained proposal network, many simulators in flight: in this
-    process, or over driver processes (`--processes`)."""
+    process, or over driver processes (`--processes`). `strata`: runs of `-n` traces per event
+    (`--stratify`), which `--processes auto` counts."""
     from probexec.inference.ic import ic_posterior
     from probexec.inference.ic_drivers import ICDrivers, auto_processes, ic_posterior_processes
     from probexec.inference.pool import remote_pool
@@ -570,7 +583,7 @@ def _ic_runner(
     if args.processes == "auto":
         adapt = _adapt_options(args)
         per_event = args.n + (adapt.rounds * adapt.traces if adapt is not None else 0)
-        processes = auto_processes(per_event * len(events), usable_cores())
+        processes = auto_processes(per_event * strata * len(events), usable_cores())
     else:
         processes = int(args.processes) if args.processes.isdigit() else 0
         if processes < 1:
