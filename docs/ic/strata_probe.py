@@ -2,6 +2,10 @@
 many traces in all: each channel's log-evidence, ESS and probability (`strata/`).
 
     python docs/ic/strata_probe.py --network NET --events 6,1000002 -n 400 --out strata/events.jsonl
+    python docs/ic/strata_probe.py --network NET --pilot 40 --seeds 1,2,3 --out strata/pilot.jsonl
+
+With `--pilot P` the stratified runs start with P traces a channel and share the rest of their
+n a channel out by the pilot's probabilities (`--stratify-pilot`); `--runs` picks the runs.
 
 An event's seed is the simulator seed of `probexec demo --seed S` (and of `smc_reference.py`).
 """
@@ -45,17 +49,36 @@ def row(name: str, ev: int, seed: int, post: Posterior, seconds: float) -> dict[
             }
             for k, v in post.stats["strata"].items()
         }
+        for k, v in post.stats["strata"].items():
+            if "pilot_probability" in v:
+                out["strata"][TAU_CHANNELS[int(float(k))]].update(
+                    pilot_p=v["pilot_probability"], traces=v["traces"]
+                )
     else:
         probs = post["channel"].probabilities()
         out["channel"] = {TAU_CHANNELS[int(k)]: p for k, p in probs.items() if p > 1e-3}
     return out
 
 
-def run(name: str, net: Any, pool: Any, n: int, obs: dict[str, Any], seed: int) -> Posterior:
-    if name == "stratified IC":
-        return stratified_ic(net, pool.models, n, obs, "channel", latents=LATENTS, seed=seed)
-    if name == "stratified IS":
-        return run_engine(pool, "is", n, obs, stratify="channel", latents=LATENTS, seed=seed, progress=False)
+RUNS = ("stratified IC", "stratified IS", "IC", "stratified IC, pilot", "stratified IS, pilot")
+
+
+def run(name: str, net: Any, pool: Any, n: int, obs: dict[str, Any], seed: int, pilot: int) -> Posterior:
+    p = pilot if name.endswith("pilot") else 0
+    if name.startswith("stratified IC"):
+        return stratified_ic(net, pool.models, n, obs, "channel", latents=LATENTS, seed=seed, pilot=p)
+    if name.startswith("stratified IS"):
+        return run_engine(
+            pool,
+            "is",
+            n,
+            obs,
+            stratify="channel",
+            stratify_pilot=p,
+            latents=LATENTS,
+            seed=seed,
+            progress=False,
+        )
     return ic_posterior(net, pool.models, 10 * n, obs, latents=LATENTS, seed=seed)
 
 
@@ -64,19 +87,27 @@ def main() -> None:
     ap.add_argument("--network", required=True)
     ap.add_argument("--events", default="6,1000002", help="the events' simulator seeds")
     ap.add_argument("-n", type=int, default=400, help="traces per channel; plain IC gets ten times as many")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", default="1", help="the runs' seeds, each a repeat of every run")
+    ap.add_argument("--pilot", type=int, default=0, help="traces a channel in the pilot runs' pilots")
+    ap.add_argument(
+        "--runs", default=None, help=f"comma-separated, of: {', '.join(RUNS)} (default: the first three, "
+        "and the pilot runs with --pilot)"
+    )  # fmt: skip
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    runs = args.runs.split(",") if args.runs else list(RUNS if args.pilot else RUNS[:3])
+    if unknown := set(runs) - set(RUNS):
+        ap.error(f"unknown runs {sorted(unknown)}")
     info = get_simulator(SIMULATOR)
     net, _ = load_checkpoint(args.network, simulator=SIMULATOR, observations=info.observed)
-    n, seed = args.n, args.seed
+    n = args.n
     with remote_pool(SIMULATOR, workers=16) as pool, open(args.out, "a") as log:
-        for ev in (int(s) for s in args.events.split(",")):
+        for ev, seed in ((int(e), int(s)) for e in args.events.split(",") for s in args.seeds.split(",")):
             image, _ = event(pool, ev)
             obs = {"calorimeter": image}
-            for name in ("stratified IC", "stratified IS", "IC"):
+            for name in runs:
                 t0 = time.perf_counter()
-                post = run(name, net, pool, n, obs, seed)
+                post = run(name, net, pool, n, obs, seed, args.pilot)
                 r = row(name, ev, seed, post, time.perf_counter() - t0)
                 log.write(json.dumps(r) + "\n")
                 log.flush()

@@ -80,9 +80,10 @@ class Model(ABC):
         **options: Any,
     ) -> Any:
         """Posterior inference on this model: `engine` "is" (importance sampling with the prior as
-        proposal), "rmh" (random-walk Metropolis–Hastings) or "smc" (tempered SMC; `stratify=NAME`
-        for one run per value of a discrete latent); `options` go to the engine (seed, chains,
-        burn_in, thinning, likelihood_importance, moves, ess_fraction, ...). Returns a `Posterior`."""
+        proposal), "rmh" (random-walk Metropolis–Hastings) or "smc" (tempered SMC). "is" and
+        "smc" take `stratify=NAME` for one run per value of a discrete latent, "is" also
+        `stratify_pilot=P`; `options` go to the engine (seed, chains, burn_in, thinning,
+        likelihood_importance, moves, ess_fraction, ...). Returns a `Posterior`."""
         from probexec.inference import run_engine
 
         return run_engine(self, engine, num_traces, observe or {}, **options)
