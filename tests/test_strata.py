@@ -3,6 +3,7 @@ pooled, and the combined posterior against enumeration."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -96,3 +97,25 @@ def test_a_pilot_is_refused_where_it_cannot_be_pooled():
             run_engine(pool, "is", 20, obs, stratify=("r", [5, 6]), stratify_pilot=20)
         with pytest.raises(ValueError, match="give stratify too"):
             run_engine(pool, "is", 20, obs, stratify_pilot=5)
+
+
+def test_the_command_line_shows_each_value_most_probable_first(tmp_path):
+    """Without --json a stratified run prints a row per value (P, evidence, ESS, traces, the
+    pilot's P), most probable first, and the run's total log p(y)."""
+    from test_inference_cli import cli
+
+    r = cli(
+        "posterior", "branching", "--engine", "is", "-n", "200", "--stratify", "r=1,5,6", "--stratify-pilot", "20",
+        "--observe", "obs=6", "--seed", "4", "-o", str(tmp_path / "p"), "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert f"log p(y) {summary['log_evidence']:.3f}" in lines[0]
+    header = next(i for i, line in enumerate(lines) if "log p(y, value)" in line)
+    assert lines[header].split() == ["r", "P", "log", "p(y,", "value)", "ESS", "traces", "pilot", "P"]
+    rows = [line.split() for line in lines[header + 1 : header + 4]]
+    assert [row[0] for row in rows] == ["5", "6", "1"]  # P(5) 0.50, P(6) 0.33, P(1) 0.18
+    for row in rows:
+        s = summary["strata"][row[0]]
+        assert float(row[1]) == pytest.approx(s["probability"], abs=1e-4) and int(row[4]) == s["traces"]

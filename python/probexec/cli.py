@@ -636,13 +636,39 @@ def _report_posterior(args: argparse.Namespace, posterior: Any, out: Any) -> int
     if args.json:
         print(strict_json(summary))
     else:
+        evidence = summary.get("log_evidence")
         print(
             f"{args.engine}: {summary['num_traces']} traces, ESS {summary['ess']:.0f}, {summary['seconds']:.1f} s"
+            + (f", log p(y) {evidence:.3f}" if evidence is not None else "")
         )
         for name, s in summary["latents"].items():
-            print(f"  {name}: mean {s['mean']}, std {s['std']}")
+            mean, std = (f"{v:.6g}" if isinstance(v, float) else v for v in (s["mean"], s["std"]))
+            print(f"  {name}: mean {mean}, std {std}")
+        for line in _strata_lines(summary):
+            print(line)
         print(f"wrote {out}")
     return 0
+
+
+def _strata_lines(summary: dict[str, Any]) -> list[str]:
+    """A stratified run's values as a table, most probable first: what each value's run found
+    is what a user of `--stratify` looks at first."""
+    strata = summary.get("strata")
+    if not strata:
+        return []
+    pilot = "pilot_probability" in next(iter(strata.values()))
+    lines = [
+        f"  {summary['stratum']:>10} {'P':>9} {'log p(y, value)':>16} {'ESS':>8} {'traces':>7}"
+        + (f" {'pilot P':>9}" if pilot else "")
+    ]
+    for value, s in sorted(strata.items(), key=lambda kv: -kv[1].get("probability", 0.0)):
+        lines.append(
+            f"  {value:>10} {s.get('probability', 0.0):9.4f} {s.get('log_evidence', -math.inf):16.3f}"
+            f" {s.get('ess', 0.0):8.1f} {s.get('traces', 0):7d}"
+            + (f" {s.get('pilot_probability', 0.0):9.4f}" if pilot else "")
+            + (f"  ({s['error']})" if "error" in s else "")
+        )
+    return lines
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
