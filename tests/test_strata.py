@@ -12,7 +12,7 @@ import pytest
 from probexec.inference import remote_pool, run_engine
 from probexec.inference.prior import sample_prior
 from probexec.inference.result import Posterior
-from probexec.inference.strata import allocate, pooled
+from probexec.inference.strata import allocate, pilot_shares, pooled
 from test_posterior import branching_exact
 
 
@@ -28,6 +28,19 @@ def test_allocate_shares_out_every_trace_in_proportion():
     for bad in ([], [0.0, 0.0], [1.0, math.nan], [1.0, -0.5]):
         with pytest.raises(ValueError, match="cannot share"):
             allocate(10, bad)
+
+
+def test_pilot_shares_are_half_by_probability_half_even_over_the_values_in_the_running():
+    log_z = np.array([0.0, math.log(0.25), -9.0, -40.0, -math.inf])
+    p = np.exp(log_z) / np.exp(log_z).sum()
+    # Within 10 nats: the first three; -40 gets its (tiny) proportional half only, -inf nothing.
+    want = 0.5 * p + 0.5 * np.array([1, 1, 1, 0, 0]) / 3
+    assert np.allclose(pilot_shares(log_z, 10.0), want, rtol=1e-12, atol=0)
+    assert pilot_shares(log_z, 10.0).sum() == pytest.approx(1.0)
+    # One lucky pilot trace (0.99 on one value): the other value in the running keeps a quarter.
+    assert pilot_shares(np.array([0.0, math.log(0.01 / 0.99)]), 10.0)[1] == pytest.approx(0.255)
+    with pytest.raises(ValueError, match="no value has a finite pilot evidence"):
+        pilot_shares(np.array([-math.inf]), 10.0)
 
 
 def test_pooled_runs_estimate_the_evidence_over_all_their_traces():
@@ -49,8 +62,8 @@ def test_pooled_runs_estimate_the_evidence_over_all_their_traces():
 
 def test_a_pilot_shares_the_traces_out_by_probability_and_matches_enumeration():
     """Branching, r stratified over 0..12 with obs = 6 (IS from the prior): 30 traces a value
-    first, then the rest of 13 x 300 where the pilot found mass. No trace is lost or added; values
-    the pilot finds out of reach (r = 3, 4: obs = 6 is 25 standard deviations below their rate)
+    first, then the rest of 13 x 300 by `pilot_shares`. No trace is lost or added; values the
+    pilot finds out of reach (r = 3, 4: obs = 6 is far below their Poisson rate of 35 or more)
     get no more; each value's evidence and P(r) are the exact ones within 4 standard errors."""
     n, pilot, values = 300, 30, list(range(13))
     with remote_pool("branching", workers=2) as pool:
@@ -67,12 +80,12 @@ def test_a_pilot_shares_the_traces_out_by_probability_and_matches_enumeration():
     strata = [post.stats["strata"][f"{r:g}"] for r in values]
     assert post.stats["pilot"] == pilot
     assert post.num_traces + post.dropped == n * len(values)
-    more = allocate((n - pilot) * len(values), [s["pilot_probability"] for s in strata])
+    shares = pilot_shares(np.array([s["pilot_log_evidence"] for s in strata]), 10.0)
+    more = allocate((n - pilot) * len(values), shares)
     for r, s in enumerate(strata):
         assert s["traces"] == pilot + more[r], (r, s)
-    assert strata[3]["traces"] == strata[4]["traces"] == pilot
-    # r = 5 holds a third of the posterior: it gets about a third of the traces.
-    assert strata[5]["traces"] > n * len(values) / 4
+    assert strata[3]["traces"] == strata[4]["traces"] == pilot  # 20 and 120 nats out
+    assert max(range(13), key=lambda r: strata[r]["traces"]) == 5  # a third of the posterior
 
     joint = branching_exact(joint=True)[:13]
     exact = joint / joint.sum()

@@ -74,6 +74,26 @@ def allocate(budget: int, probabilities: Sequence[float]) -> list[int]:
     return [int(x) for x in shares]
 
 
+def pilot_shares(log_evidence: np.ndarray, keep_nats: float) -> np.ndarray:
+    """Each value's share of the traces after the pilot: half in proportion to the pilot's
+    probabilities, half evenly over the values whose pilot evidence is within `keep_nats` of
+    the best.
+
+    In proportion alone would be the share that minimises the variance of the total evidence,
+    were the pilot's estimates good. They are not where it matters: a pilot of 40 tau traces a
+    channel has an ESS of 1 or 2, and one lucky trace can put 0.99 on its channel. In proportion
+    that channel then takes nearly every trace (IS on a tau event: 3 599 of 3 600, on a channel
+    that SMC puts 4 nats below two others). The even half keeps every value still in the running
+    sampled; a value `keep_nats` out would need e^10 times its pilot's luck to matter."""
+    log_z = np.asarray(log_evidence, dtype=float)
+    finite = np.isfinite(log_z)
+    if not finite.any():
+        raise ValueError("no value has a finite pilot evidence")
+    prob = np.where(finite, np.exp(log_z - np.max(log_z[finite])), 0.0)
+    kept = finite & (log_z >= np.max(log_z[finite]) - keep_nats)
+    return 0.5 * prob / prob.sum() + 0.5 * kept / kept.sum()
+
+
 def pooled(first: Posterior, second: Posterior) -> Posterior:
     """Two importance-sampling runs of one proposal as one: their unnormalised weights estimate
     the same p(y), so the traces are simply put together (the evidence is the mean weight over
@@ -97,6 +117,7 @@ def stratified(
     num_traces: int,
     engine: str,
     pilot: int = 0,
+    keep_nats: float = 10.0,
     target: Any = None,
     seed: int | None = None,
     latents: Sequence[str] | None = None,
@@ -106,15 +127,14 @@ def stratified(
     `values` None: every value the prior allows (`stratum_values` on `target`).
 
     `num_traces` per value; with a `pilot` (importance samplers only: `is`, `ic`) each value
-    gets `pilot` of them first, and the rest of the `num_traces` × values are then shared out in
-    proportion to each value's probability as the pilot estimates it, added to its pilot's
+    gets `pilot` of them first, and the rest of the `num_traces` × values are then shared out by
+    `pilot_shares` (the values within `keep_nats` of the best pilot), added to its pilot's
     traces. On a tau event half the channels lie 40 nats or more below the best: without a pilot
-    they take half the traces and add nothing. For runs of equal relative variance per trace that
-    share is the one that minimises the variance of the total evidence.
+    they take half the traces and add nothing.
 
     A value no trace can have (no trace of finite weight) gets probability 0. `stats["strata"]`
     has, per value, its log-evidence, probability, ESS and traces (with a pilot also the pilot's
-    probability), and what `describe` adds."""
+    probability and log-evidence), and what `describe` adds."""
     if stratum in observe:
         raise ValueError(f"{stratum!r} is observed; it cannot also be stratified over")
     if pilot and engine not in ("is", "ic"):
@@ -147,9 +167,11 @@ def stratified(
                 f"{engine}: no value of {stratum!r} has a trace of finite weight in the pilot"
             )
         prob = np.exp(log_z - _log_sum_exp(log_z[np.isfinite(log_z)]))
-        shares = allocate((num_traces - pilot) * len(vals), prob)
+        shares = allocate((num_traces - pilot) * len(vals), pilot_shares(log_z, keep_nats))
         for i, (v, more) in enumerate(zip(vals, shares, strict=True)):
-            strata.setdefault(f"{v:g}", {})["pilot_probability"] = float(prob[i])
+            strata.setdefault(f"{v:g}", {}).update(
+                pilot_probability=float(prob[i]), pilot_log_evidence=float(log_z[i])
+            )
             if more:
                 assert posts[i] is not None  # a value that failed has probability 0
                 try:
