@@ -4,8 +4,10 @@ many traces in all: each channel's log-evidence, ESS and probability (`strata/`)
     python docs/ic/strata_probe.py --network NET --events 6,1000002 -n 400 --out strata/events.jsonl
     python docs/ic/strata_probe.py --network NET --pilot 40 --seeds 1,2,3 --out strata/pilot.jsonl
 
-With `--pilot P` the stratified runs start with P traces a channel and share the rest of their
-n a channel out by the pilot's probabilities (`--stratify-pilot`); `--runs` picks the runs.
+With `--pilot P` the "+ pilot" runs start with P traces a channel and share the rest of their n
+a channel out by `strata.pilot_shares` (`--stratify-pilot`); `--runs` picks the runs.
+
+    python docs/ic/strata_probe.py --table strata/*.jsonl   # log p(y) by event, run and seed
 
 An event's seed is the simulator seed of `probexec demo --seed S` (and of `smc_reference.py`).
 """
@@ -52,7 +54,9 @@ def row(name: str, ev: int, seed: int, post: Posterior, seconds: float) -> dict[
         for k, v in post.stats["strata"].items():
             if "pilot_probability" in v:
                 out["strata"][TAU_CHANNELS[int(float(k))]].update(
-                    pilot_p=v["pilot_probability"], traces=v["traces"]
+                    pilot_p=v["pilot_probability"],
+                    pilot_log_evidence=v["pilot_log_evidence"],
+                    traces=v["traces"],
                 )
     else:
         probs = post["channel"].probabilities()
@@ -60,11 +64,11 @@ def row(name: str, ev: int, seed: int, post: Posterior, seconds: float) -> dict[
     return out
 
 
-RUNS = ("stratified IC", "stratified IS", "IC", "stratified IC, pilot", "stratified IS, pilot")
+RUNS = ("stratified IC", "stratified IS", "IC", "stratified IC + pilot", "stratified IS + pilot")
 
 
 def run(name: str, net: Any, pool: Any, n: int, obs: dict[str, Any], seed: int, pilot: int) -> Posterior:
-    p = pilot if name.endswith("pilot") else 0
+    p = pilot if name.endswith("+ pilot") else 0
     if name.startswith("stratified IC"):
         return stratified_ic(net, pool.models, n, obs, "channel", latents=LATENTS, seed=seed, pilot=p)
     if name.startswith("stratified IS"):
@@ -82,7 +86,29 @@ def run(name: str, net: Any, pool: Any, n: int, obs: dict[str, Any], seed: int, 
     return ic_posterior(net, pool.models, 10 * n, obs, latents=LATENTS, seed=seed)
 
 
+def table(paths: list[str]) -> None:
+    """The rows of `paths` as a Markdown table: per event and run, log p(y) and ESS by seed."""
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            runs.setdefault((r["event"], r["run"]), []).append(r)
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    print("| event | run | " + " | ".join(f"log p(y), seed {s}" for s in seeds) + " | mean | ESS by seed |")
+    print("| --- | --- |" + " --- |" * (len(seeds) + 2))
+    for (ev, name), rs in sorted(runs.items()):
+        by_seed = {r["seed"]: r for r in rs}
+        lz = [by_seed[s]["log_evidence"] if s in by_seed else None for s in seeds]
+        shown = " | ".join(f"{x:.2f}" if x is not None else "" for x in lz)
+        done = [x for x in lz if x is not None]
+        ess = ", ".join(f"{by_seed[s]['ess']:.1f}" for s in seeds if s in by_seed)
+        print(f"| {ev} | {name} | {shown} | {sum(done) / len(done):.2f} | {ess} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--table"]:
+        table(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--network", required=True)
     ap.add_argument("--events", default="6,1000002", help="the events' simulator seeds")
