@@ -83,15 +83,21 @@ def pilot_shares(log_evidence: np.ndarray, keep_nats: float) -> np.ndarray:
     were the pilot's estimates good. They are not where it matters: a pilot of 40 tau traces a
     channel has an ESS of 1 or 2, and one lucky trace can put 0.99 on its channel. In proportion
     that channel then takes nearly every trace (IS on a tau event: 3 599 of 3 600, on a channel
-    that SMC puts 4 nats below two others). The even half keeps every value still in the running
+    that SMC puts 4 nats below the best). The even half keeps every value still in the running
     sampled; a value `keep_nats` out would need e^10 times its pilot's luck to matter."""
     log_z = np.asarray(log_evidence, dtype=float)
+    prob = _probabilities(log_z)
+    kept = np.isfinite(log_z) & (log_z >= np.max(log_z) - keep_nats)
+    return 0.5 * prob + 0.5 * kept / kept.sum()
+
+
+def _probabilities(log_z: np.ndarray) -> np.ndarray:
+    """Each value's probability from its log-evidence; -inf gives 0."""
     finite = np.isfinite(log_z)
     if not finite.any():
         raise ValueError("no value has a finite pilot evidence")
     prob = np.where(finite, np.exp(log_z - np.max(log_z[finite])), 0.0)
-    kept = finite & (log_z >= np.max(log_z[finite]) - keep_nats)
-    return 0.5 * prob / prob.sum() + 0.5 * kept / kept.sum()
+    return prob / prob.sum()
 
 
 def pooled(first: Posterior, second: Posterior) -> Posterior:
@@ -166,7 +172,7 @@ def stratified(
             raise ProbexecError(
                 f"{engine}: no value of {stratum!r} has a trace of finite weight in the pilot"
             )
-        prob = np.exp(log_z - _log_sum_exp(log_z[np.isfinite(log_z)]))
+        prob = _probabilities(log_z)
         shares = allocate((num_traces - pilot) * len(vals), pilot_shares(log_z, keep_nats))
         for i, (v, more) in enumerate(zip(vals, shares, strict=True)):
             strata.setdefault(f"{v:g}", {}).update(
