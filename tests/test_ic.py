@@ -1522,7 +1522,9 @@ def test_stratify_on_the_command_line_for_ic_and_is(branching_checkpoint, tmp_pa
         (["--engine", "rmh"], "rmh does not estimate"),
         (["--engine", "ic", "--network", str(path), "--adapt", "2"], "not done per stratum"),
         (["--engine", "is", "--stratify", "r=1,x"], "cannot read"),
-        (["--engine", "smc", "--stratify-pilot", "5"], "use it with --engine is or ic"),
+        (["--engine", "rmh", "--stratify-pilot", "5"], "use it with --engine is, ic, smc"),
+        (["--engine", "is", "--stratify-keep", "5"], "give --stratify-pilot too"),
+        (["--engine", "is", "--stratify-pilot", "5", "--stratify-keep", "-1"], "0 or more"),
         (["--engine", "is", "--stratify-pilot", "10"], "between 1 and -n (10) - 1"),
         (["--engine", "is", "--stratify-pilot", "5", "--stratify", ""], "give --stratify too"),
     ):

@@ -106,6 +106,18 @@ def test_posterior_smc_json(tmp_path):
     prior = np.array([4.0**k / math.factorial(k) for k in (5, 6, 7)])
     got = [out["strata"][k]["probability"] for k in ("5", "6", "7")]
     np.testing.assert_allclose(got, prior / prior.sum(), rtol=1e-9)
+    # With a pilot of 10 particles a value: each value's two runs are exact, so their pooled
+    # evidence is too, and the particles add up to -n a value.
+    r = cli(
+        "posterior", "branching", "--engine", "smc", "-n", "50", "--stratify", "r=5,6,7", "--observe", "obs=6",
+        "--stratify-pilot", "10", "--stratify-keep", "3", "-o", str(tmp_path / "pilot"), "--json", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["pilot"] == 10 and out["num_traces"] == 150
+    got = [out["strata"][k]["probability"] for k in ("5", "6", "7")]
+    np.testing.assert_allclose(got, prior / prior.sum(), rtol=1e-9)
+    assert all(out["strata"][k]["traces"] > 10 for k in ("5", "6", "7"))  # all within 3 nats
 
 
 def test_observations_from_flags_and_files(tmp_path):

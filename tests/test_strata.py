@@ -12,7 +12,7 @@ import pytest
 from probexec.inference import remote_pool, run_engine
 from probexec.inference.prior import sample_prior
 from probexec.inference.result import Posterior
-from probexec.inference.strata import allocate, pilot_shares, pooled
+from probexec.inference.strata import allocate, pilot_shares, pooled, stratified
 from test_posterior import branching_exact
 
 
@@ -101,11 +101,70 @@ def test_a_pilot_shares_the_traces_out_by_probability_and_matches_enumeration():
         assert abs(probs.get(r, 0.0) - exact[r]) <= tol, (r, probs.get(r), exact[r])
 
 
+def test_pooled_smc_runs_weigh_each_run_by_its_particles_and_evidence():
+    """Two SMC runs of one value (their evidence in `stats`, their weights normalised among
+    themselves): the pooled evidence is (N1 Z1 + N2 Z2) / (N1 + N2), and each run holds the
+    share N_r Z_r of the mass, whatever its particles' own weights are scaled to."""
+    with remote_pool("gum", workers=1) as pool:
+        traces = sample_prior(pool, 5, seed=1, progress=False)
+
+    def run(rows: list[int], log_w: list[float], log_z: float) -> Posterior:
+        stats = {"log_evidence": log_z, "stages": 2, "simulator_runs": 10 * len(rows)}
+        return Posterior("smc", traces.select(np.array(rows)), np.array(log_w), ["mu"], 1.0, stats=stats)
+
+    a = run([0, 1], [0.0, math.log(3.0)], math.log(2.0))  # the pilot: 2 particles, Z = 2
+    b = run([2, 3, 4], [-7.0, -7.0, -7.0], math.log(10.0))  # 3 particles, Z = 10
+    both = pooled(a, b)
+    assert both.log_evidence == pytest.approx(math.log((2 * 2 + 3 * 10) / 5))
+    w = np.exp(both.log_weights - np.logaddexp.reduce(both.log_weights))
+    assert np.allclose(w, np.array([1 / 4 * 4, 3 / 4 * 4, 10, 10, 10]) / 34, rtol=1e-12, atol=0)
+    assert both.stats["simulator_runs"] == 50 and [r["traces"] for r in both.stats["runs"]] == [2, 3]
+    assert both.num_traces == 5 and np.array_equal(both["mu"].values, traces.values_of("mu"))
+
+
+def test_smc_with_a_pilot_matches_enumeration():
+    """Branching, r stratified over 0..9 with obs = 6, by SMC: 20 particles a value first, then
+    the rest of 10 x 80 by `pilot_shares`. For r > 4 each run's evidence is exact, so the pooled
+    one must be too (a pooling that gave the pilot its particles' share of the mass, not of the
+    evidence, would not be); every P(r) is the exact one within the stratified SMC test's 4
+    standard errors."""
+    n, pilot, values = 80, 20, list(range(10))
+    with remote_pool("branching", workers=2) as pool:
+        post = run_engine(
+            pool,
+            "smc",
+            n,
+            {"obs": [6.0]},
+            stratify=("r", values),
+            stratify_pilot=pilot,
+            seed=5,
+            progress=False,
+        )
+    strata = [post.stats["strata"][f"{r:g}"] for r in values]
+    assert post.stats["pilot"] == pilot and post.num_traces == n * len(values)
+    more = allocate(
+        (n - pilot) * len(values), pilot_shares(np.array([s["pilot_log_evidence"] for s in strata]), 10.0)
+    )
+    joint = branching_exact(joint=True)
+    exact = joint[: len(values)] / joint[: len(values)].sum()
+    probs = post["r"].probabilities()
+    for r, s in enumerate(strata):
+        assert s["traces"] == pilot + more[r], (r, s)
+        assert probs.get(r, 0.0) == pytest.approx(s["probability"], abs=1e-12)
+        if r > 4:
+            assert s["log_evidence"] == pytest.approx(math.log(joint[r]), abs=1e-9)
+        e = math.sqrt(max(s["stages"], 1) / s["traces"])
+        assert abs(probs.get(r, 0.0) - exact[r]) < 4 * max(exact[r] * (1 - exact[r]) * e, 1e-9) + 1e-4, (r, s)
+    assert strata[3]["traces"] == strata[4]["traces"] == pilot  # 20 and 120 nats out
+
+
 def test_a_pilot_is_refused_where_it_cannot_be_pooled():
     with remote_pool("branching", workers=1) as pool:
         obs = {"obs": [6.0]}
-        with pytest.raises(ValueError, match="SMC's resampled particles"):
-            run_engine(pool, "smc", 20, obs, stratify=("r", [5, 6]), stratify_pilot=5)
+        with pytest.raises(ValueError, match="which only is, ic, smc can pool, not rmh"):
+            stratified(lambda o, s, n: None, obs, "r", [5, 6], num_traces=20, pilot=5, engine="rmh")
+        with pytest.raises(ValueError, match=r"keep_nats .* >= 0; got -1"):
+            run_engine(pool, "smc", 20, obs, stratify=("r", [5, 6]), stratify_pilot=5, stratify_keep=-1)
         with pytest.raises(ValueError, match="must be fewer than the 20 traces"):
             run_engine(pool, "is", 20, obs, stratify=("r", [5, 6]), stratify_pilot=20)
         with pytest.raises(ValueError, match="give stratify too"):

@@ -5,7 +5,10 @@ many traces in all: each channel's log-evidence, ESS and probability (`strata/`)
     python docs/ic/strata_probe.py --network NET --pilot 40 --seeds 1,2,3 --out strata/pilot.jsonl
 
 With `--pilot P` the "+ pilot" runs start with P traces a channel and share the rest of their n
-a channel out by `strata.pilot_shares` (`--stratify-pilot`); `--runs` picks the runs.
+a channel out by `strata.pilot_shares` (`--stratify-pilot`); `--runs` picks the runs. SMC's
+runs have n particles a channel, one sweep a stage:
+
+    python docs/ic/strata_probe.py --network NET -n 128 --pilot 32 --runs "stratified SMC,stratified SMC + pilot" --out strata/smc.jsonl
 
     python docs/ic/strata_probe.py --table strata/*.jsonl   # log p(y) by event, run and seed
 
@@ -42,6 +45,8 @@ def row(name: str, ev: int, seed: int, post: Posterior, seconds: float) -> dict[
         "log_evidence": post.log_evidence,
         "seconds": seconds,
     }
+    if "simulator_runs" in post.stats:  # SMC: what its moves cost
+        out["simulator_runs"] = post.stats["simulator_runs"]
     if "strata" in post.stats:
         out["strata"] = {
             TAU_CHANNELS[int(float(k))]: {
@@ -64,17 +69,25 @@ def row(name: str, ev: int, seed: int, post: Posterior, seconds: float) -> dict[
     return out
 
 
-RUNS = ("stratified IC", "stratified IS", "IC", "stratified IC + pilot", "stratified IS + pilot")
+RUNS = (
+    "stratified IC",
+    "stratified IS",
+    "IC",
+    "stratified IC + pilot",
+    "stratified IS + pilot",
+    "stratified SMC",
+    "stratified SMC + pilot",
+)
 
 
 def run(name: str, net: Any, pool: Any, n: int, obs: dict[str, Any], seed: int, pilot: int) -> Posterior:
     p = pilot if name.endswith("+ pilot") else 0
     if name.startswith("stratified IC"):
         return stratified_ic(net, pool.models, n, obs, "channel", latents=LATENTS, seed=seed, pilot=p)
-    if name.startswith("stratified IS"):
+    if name.startswith(("stratified IS", "stratified SMC")):
         return run_engine(
             pool,
-            "is",
+            "is" if name.startswith("stratified IS") else "smc",
             n,
             obs,
             stratify="channel",

@@ -17,6 +17,7 @@ import numpy as np
 from probexec.cores import usable_cores
 from probexec.inference.defensive import check_defensive, check_mixture
 from probexec.inference.ic_adapt import AdaptOptions
+from probexec.inference.strata import DEFAULT_KEEP_NATS, POOLED_ENGINES
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -483,7 +484,7 @@ def _posterior_runner(
         workers = args.workers or usable_cores()
         options.update(likelihood_importance=args.likelihood_importance)
     if stratum is not None:
-        options.update(stratify=stratum, stratify_pilot=args.stratify_pilot)
+        options.update(stratify=stratum, stratify_pilot=args.stratify_pilot, stratify_keep=args.stratify_keep)
     with remote_pool(args.simulator, workers=workers) as pool:
         yield lambda observe, seed: run_engine(pool, args.engine, args.n, observe, seed=seed, **options)
 
@@ -493,15 +494,21 @@ def _stratum(args: argparse.Namespace) -> tuple[str, list[float] | None] | None:
     if args.stratify_pilot:
         if not args.stratify:
             raise ValueError("--stratify-pilot is the pilot of a stratified run: give --stratify too")
-        if args.engine not in ("is", "ic"):
+        if args.engine not in POOLED_ENGINES:
             raise ValueError(
                 f"--stratify-pilot pools each value's pilot with its later traces, which {args.engine} cannot: "
-                "use it with --engine is or ic"
+                f"use it with --engine {', '.join(POOLED_ENGINES)}"
             )
         if not 0 < args.stratify_pilot < args.n:
             raise ValueError(
                 f"--stratify-pilot must be between 1 and -n ({args.n}) - 1, not {args.stratify_pilot}"
             )
+    if args.stratify_keep != DEFAULT_KEEP_NATS and not args.stratify_pilot:
+        raise ValueError(
+            "--stratify-keep says which values the pilot keeps in the running: give --stratify-pilot too"
+        )
+    if not args.stratify_keep >= 0:
+        raise ValueError(f"--stratify-keep is a number of nats, 0 or more; got {args.stratify_keep}")
     if not args.stratify:
         return None
     if args.engine == "rmh":
@@ -532,7 +539,8 @@ def _stratified_runner(
     name, values = stratum
     return lambda observe, seed: stratified(
         lambda obs, s, n: run(dict(obs), s, n), observe, name, values, num_traces=args.n,
-        pilot=args.stratify_pilot, engine=args.engine, seed=seed, latents=list(info.latents),
+        pilot=args.stratify_pilot, keep_nats=args.stratify_keep, engine=args.engine, seed=seed,
+        latents=list(info.latents),
     )  # fmt: skip
 
 
@@ -1050,8 +1058,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="P",
-        help="is, ic with --stratify: P traces per value first, then the rest of the -n per value shared out "
-        "in proportion to each value's probability as the pilot estimates it (values far out get no more)",
+        help="is, smc, ic with --stratify: P traces (particles) per value first, then the rest of the -n per "
+        "value shared out, half in proportion to each value's probability as the pilot estimates it, half "
+        "evenly over the values within --stratify-keep nats of the best (values further out get no more)",
+    )
+    s.add_argument(
+        "--stratify-keep",
+        type=float,
+        default=DEFAULT_KEEP_NATS,
+        metavar="NATS",
+        help=f"with --stratify-pilot: the values whose pilot log-evidence is within NATS of the best share "
+        f"the even half of the traces (default {DEFAULT_KEEP_NATS:g})",
     )
     s.add_argument(
         "--workers",

@@ -20,7 +20,7 @@ from probexec.inference.prior import sample_prior
 from probexec.inference.result import Posterior
 from probexec.inference.rmh import rmh
 from probexec.inference.smc import smc, stratified_smc
-from probexec.inference.strata import stratified, stratum_values
+from probexec.inference.strata import DEFAULT_KEEP_NATS, stratified, stratum_values
 
 ENGINES = ("is", "rmh", "smc")
 
@@ -30,22 +30,21 @@ def run_engine(
 ) -> Posterior:
     """`engine` over `target`; `stratify=NAME` or `(NAME, values)` runs it once per value of that
     discrete latent, combined by evidence (`strata.py`: is, smc), `num_traces` a value; with
-    `stratify_pilot=P` (is) each value gets P first and the rest go where the pilot found mass."""
+    `stratify_pilot=P` each value gets P first and the rest go where the pilot found mass, over
+    the values within `stratify_keep` nats (default 10) of the best pilot evidence."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
     stratum = options.pop("stratify", None)
     pilot = options.pop("stratify_pilot", 0)
+    keep = options.pop("stratify_keep", DEFAULT_KEEP_NATS)
     if pilot and not stratum:
         raise ValueError("stratify_pilot is the pilot of a stratified run: give stratify too")
     if stratum:
         name, values = stratum if isinstance(stratum, tuple) else (stratum, None)
         if engine == "smc":
-            if pilot:
-                raise ValueError(
-                    "a stratum's pilot is pooled with its later traces, which SMC's resampled particles "
-                    "cannot be: use stratify_pilot with is or ic"
-                )
-            return stratified_smc(target, num_traces, observe, name, values=values, **options)
+            return stratified_smc(
+                target, num_traces, observe, name, values=values, pilot=pilot, keep_nats=keep, **options
+            )
         if engine == "is":
             seed = options.pop("seed", None)
             return stratified(
@@ -55,6 +54,7 @@ def run_engine(
                 values,
                 num_traces=num_traces,
                 pilot=pilot,
+                keep_nats=keep,
                 engine="is",
                 target=target,
                 seed=seed,

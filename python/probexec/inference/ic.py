@@ -42,7 +42,7 @@ from probexec.handlers import Condition, PriorProposal
 from probexec.inference.defensive import check_defensive, check_mixture, mixture_log_ratio
 from probexec.inference.ic_adapt import AdaptOptions, adapt_network, round_mix, round_seeds
 from probexec.inference.result import BIG_OBSERVATION, Posterior
-from probexec.inference.strata import stratified
+from probexec.inference.strata import DEFAULT_KEEP_NATS, stratified
 from probexec.nn.network import ProposalLSTM
 from probexec.nn.stacked import StackedSites
 from probexec.stepping import PendingDraw, TraceStepper
@@ -546,13 +546,15 @@ def stratified_ic(
     latents: Sequence[str] | None = None,
     seed: int | None = None,
     pilot: int = 0,
+    keep_nats: float = DEFAULT_KEEP_NATS,
     **options: Any,
 ) -> Posterior:
     """IC once per value of the discrete latent `stratum`, `num_traces` traces each, combined by
     each run's evidence p(y, value) (`strata.py`). The network steps through the given value as
     through its own draw, so its later proposals are conditioned on it; a value the network's
     own channel head would rarely pick still gets its traces. `pilot`: that many traces a value
-    first, the rest shared out by the pilot's probabilities. `options`: as `ic_posterior`'s."""
+    first, the rest shared out by the pilot's probabilities over the values within `keep_nats`
+    of the best (`strata.pilot_shares`). `options`: as `ic_posterior`'s."""
     if options.get("adapt") is not None:
         raise ValueError(
             "adapting the network (--adapt) is not done per stratum: its fit does not step through the given value"
@@ -564,6 +566,7 @@ def stratified_ic(
         values,
         num_traces=num_traces,
         pilot=pilot,
+        keep_nats=keep_nats,
         engine="ic",
         target=models[0],
         seed=seed,

@@ -34,7 +34,7 @@ from probexec.errors import ProbexecError
 from probexec.inference.pool import ModelPool
 from probexec.inference.result import Posterior, kish_ess, without_big_observations
 from probexec.inference.rmh import _Chain, _State
-from probexec.inference.strata import stratified, stratum_values  # noqa: F401 (its home was here)
+from probexec.inference.strata import DEFAULT_KEEP_NATS, stratified, stratum_values  # noqa: F401 (its home was here)
 from probexec.model import Model
 from probexec.trace import SAMPLE, TraceBatch
 
@@ -217,12 +217,16 @@ def stratified_smc(
     values: Sequence[float] | None = None,
     latents: Sequence[str] | None = None,
     seed: int | None = None,
+    pilot: int = 0,
+    keep_nats: float = DEFAULT_KEEP_NATS,
     **options: Any,
 ) -> Posterior:
     """SMC once for each value of the discrete latent `stratum`, `num_particles` each, combined by
     their evidence (`strata.py` says why: on one tau event two unstratified runs put 0.9 on
     different channels). `stats["strata"]` has each value's log-evidence, probability, ESS and
-    stages; a value no trace can have gets probability 0."""
+    stages; a value no trace can have gets probability 0. `pilot`: a run of that many particles
+    per value first, then a second run per value in the running with the rest (`strata.pooled`
+    combines the two by their evidence)."""
     ran: list[dict[str, Any]] = []
 
     def describe(post: Posterior) -> dict[str, Any]:
@@ -237,6 +241,8 @@ def stratified_smc(
         values,
         num_traces=num_particles,
         engine="smc",
+        pilot=pilot,
+        keep_nats=keep_nats,
         target=target,
         seed=seed,
         latents=latents,

@@ -29,6 +29,10 @@ from probexec.inference.result import Posterior
 from probexec.trace import SAMPLE, TraceBatch
 
 # `run(observe, seed, num_traces)`: one engine's posterior given those observations.
+# Engines whose two runs of a value can be pooled into one (`pooled`), so a pilot can precede them.
+POOLED_ENGINES = ("is", "ic", "smc")
+# How far below the best pilot evidence a value still shares the even half of the traces (nats).
+DEFAULT_KEEP_NATS = 10.0
 Runner = Callable[[Mapping[str, Any], int, int], Posterior]
 
 
@@ -101,16 +105,55 @@ def _probabilities(log_z: np.ndarray) -> np.ndarray:
 
 
 def pooled(first: Posterior, second: Posterior) -> Posterior:
-    """Two importance-sampling runs of one proposal as one: their unnormalised weights estimate
-    the same p(y), so the traces are simply put together (the evidence is the mean weight over
-    both runs, dropped traces counting as 0)."""
+    """Two independent runs for one value as one.
+
+    Importance sampling (no evidence of its own in `stats`): both runs' unnormalised weights
+    estimate the same p(y), so the traces are simply put together, and the evidence is the mean
+    weight over both runs, dropped traces counting as 0.
+
+    SMC: each run's evidence Z_r is unbiased and its particles, weighted among themselves,
+    estimate the posterior. The runs are combined as if each particle carried its run's mean
+    weight Z_r: the evidence is (N_1 Z_1 + N_2 Z_2) / (N_1 + N_2), still unbiased, and each run
+    holds the share N_r Z_r of the posterior's mass. A run's normalised weights alone would give
+    a pilot of 20 particles the same mass as a run of 2 000, however far apart their evidence."""
+    if "log_evidence" not in first.stats and "log_evidence" not in second.stats:
+        return Posterior(
+            engine=first.engine,
+            traces=TraceBatch.concat([first.traces, second.traces]),
+            log_weights=np.concatenate([first.log_weights, second.log_weights]),
+            latents=first.latents,
+            seconds=first.seconds + second.seconds,
+            dropped=first.dropped + second.dropped,
+        )
+    runs = (first, second)
+    mass = [math.log(r.num_traces) + _evidence(r, r.engine) if r.num_traces else -math.inf for r in runs]
+    total = _log_sum_exp(np.array(mass))
+    if total == -math.inf:
+        raise NoFiniteTraceError(f"{first.engine}: neither run of this value has a trace of finite weight")
+    log_w = [
+        r.log_weights - _log_sum_exp(r.log_weights) + m - total
+        if m > -math.inf
+        else np.full(r.num_traces, -math.inf)
+        for r, m in zip(runs, mass, strict=True)
+    ]
+    stats = dict(second.stats)
+    stats["log_evidence"] = total - math.log(first.num_traces + second.num_traces)
+    stats["runs"] = [
+        {"traces": r.num_traces, "log_evidence": _evidence(r, r.engine)}
+        | ({"stages": r.stats["stages"]} if "stages" in r.stats else {})
+        for r in runs
+    ]
+    for key in ("simulator_runs", "unique_particles"):
+        if key in first.stats and key in second.stats:
+            stats[key] = first.stats[key] + second.stats[key]
     return Posterior(
         engine=first.engine,
         traces=TraceBatch.concat([first.traces, second.traces]),
-        log_weights=np.concatenate([first.log_weights, second.log_weights]),
+        log_weights=np.concatenate(log_w),
         latents=first.latents,
         seconds=first.seconds + second.seconds,
         dropped=first.dropped + second.dropped,
+        stats=stats,
     )
 
 
@@ -123,7 +166,7 @@ def stratified(
     num_traces: int,
     engine: str,
     pilot: int = 0,
-    keep_nats: float = 10.0,
+    keep_nats: float = DEFAULT_KEEP_NATS,
     target: Any = None,
     seed: int | None = None,
     latents: Sequence[str] | None = None,
@@ -132,8 +175,8 @@ def stratified(
     """`run` once per value of `stratum`, that value observed, combined by each run's evidence.
     `values` None: every value the prior allows (`stratum_values` on `target`).
 
-    `num_traces` per value; with a `pilot` (importance samplers only: `is`, `ic`) each value
-    gets `pilot` of them first, and the rest of the `num_traces` × values are then shared out by
+    `num_traces` per value; with a `pilot` (`POOLED_ENGINES`) each value gets `pilot` of them
+    first, and the rest of the `num_traces` × values are then shared out by
     `pilot_shares` (the values within `keep_nats` of the best pilot), added to its pilot's
     traces. On a tau event half the channels lie 40 nats or more below the best: without a pilot
     they take half the traces and add nothing.
@@ -143,9 +186,13 @@ def stratified(
     probability and log-evidence), and what `describe` adds."""
     if stratum in observe:
         raise ValueError(f"{stratum!r} is observed; it cannot also be stratified over")
-    if pilot and engine not in ("is", "ic"):
+    if pilot and engine not in POOLED_ENGINES:
         raise ValueError(
-            f"a pilot adds traces to each value's first run, which only importance samplers (is, ic) can pool, not {engine}"
+            f"a pilot adds a second run to each value's first, which only {', '.join(POOLED_ENGINES)} can pool, not {engine}"
+        )
+    if not keep_nats >= 0:
+        raise ValueError(
+            f"keep_nats is how far below the best pilot a value stays in the running, >= 0; got {keep_nats}"
         )
     if pilot < 0 or (pilot and pilot >= num_traces):
         raise ValueError(
@@ -183,7 +230,7 @@ def stratified(
                 try:
                     posts[i] = pooled(posts[i], run({**observe, stratum: [v]}, seeds[len(vals) + i], more))
                 except NoFiniteTraceError:  # its traces all weigh 0: they still count in the mean
-                    posts[i] = dataclasses.replace(posts[i], dropped=posts[i].dropped + more)
+                    posts[i] = _with_empty_run(posts[i], more)
     parts: list[tuple[float, Posterior, float]] = []
     for v, post in zip(vals, posts, strict=True):
         entry = strata.setdefault(f"{v:g}", {})
@@ -218,6 +265,15 @@ def stratified(
         dropped=sum(p.dropped for _, p, _ in parts),
         stats=stats,
     )
+
+
+def _with_empty_run(post: Posterior, traces: int) -> Posterior:
+    """`post` pooled with a run of `traces` that all weigh 0 (none had a finite weight)."""
+    if "log_evidence" not in post.stats:  # importance sampling: the dropped traces count as 0
+        return dataclasses.replace(post, dropped=post.dropped + traces)
+    n = post.num_traces
+    stats = {**post.stats, "log_evidence": float(post.stats["log_evidence"]) + math.log(n / (n + traces))}
+    return dataclasses.replace(post, dropped=post.dropped + traces, stats=stats)
 
 
 def _evidence(post: Posterior | None, engine: str) -> float:
