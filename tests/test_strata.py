@@ -60,28 +60,36 @@ def test_pooled_runs_estimate_the_evidence_over_all_their_traces():
     assert np.array_equal(both["mu"].values, traces.values_of("mu"))
 
 
+def _branching_with_pilot(
+    engine: str, n: int, pilot: int, values: list[int], seed: int
+) -> tuple[Posterior, list[dict], list[int]]:
+    """Branching with obs = 6, stratified over r with a pilot: the posterior, each value's
+    `strata` entry, and the traces each value should have got after its pilot."""
+    with remote_pool("branching", workers=2) as pool:
+        post = run_engine(
+            pool,
+            engine,
+            n,
+            {"obs": [6.0]},
+            stratify=("r", values),
+            stratify_pilot=pilot,
+            seed=seed,
+            progress=False,
+        )
+    strata = [post.stats["strata"][f"{r:g}"] for r in values]
+    assert post.stats["pilot"] == pilot
+    shares = pilot_shares(np.array([s["pilot_log_evidence"] for s in strata]), 10.0)
+    return post, strata, allocate((n - pilot) * len(values), shares)
+
+
 def test_a_pilot_shares_the_traces_out_by_probability_and_matches_enumeration():
     """Branching, r stratified over 0..12 with obs = 6 (IS from the prior): 30 traces a value
     first, then the rest of 13 x 300 by `pilot_shares`. No trace is lost or added; values the
     pilot finds out of reach (r = 3, 4: obs = 6 is far below their Poisson rate of 35 or more)
     get no more; each value's evidence and P(r) are the exact ones within 4 standard errors."""
     n, pilot, values = 300, 30, list(range(13))
-    with remote_pool("branching", workers=2) as pool:
-        post = run_engine(
-            pool,
-            "is",
-            n,
-            {"obs": [6.0]},
-            stratify=("r", values),
-            stratify_pilot=pilot,
-            seed=3,
-            progress=False,
-        )
-    strata = [post.stats["strata"][f"{r:g}"] for r in values]
-    assert post.stats["pilot"] == pilot
+    post, strata, more = _branching_with_pilot("is", n, pilot, values, seed=3)
     assert post.num_traces + post.dropped == n * len(values)
-    shares = pilot_shares(np.array([s["pilot_log_evidence"] for s in strata]), 10.0)
-    more = allocate((n - pilot) * len(values), shares)
     for r, s in enumerate(strata):
         assert s["traces"] == pilot + more[r], (r, s)
     assert strata[3]["traces"] == strata[4]["traces"] == pilot  # 20 and 120 nats out
@@ -129,22 +137,8 @@ def test_smc_with_a_pilot_matches_enumeration():
     evidence, would not be); every P(r) is the exact one within the stratified SMC test's 4
     standard errors."""
     n, pilot, values = 80, 20, list(range(10))
-    with remote_pool("branching", workers=2) as pool:
-        post = run_engine(
-            pool,
-            "smc",
-            n,
-            {"obs": [6.0]},
-            stratify=("r", values),
-            stratify_pilot=pilot,
-            seed=5,
-            progress=False,
-        )
-    strata = [post.stats["strata"][f"{r:g}"] for r in values]
-    assert post.stats["pilot"] == pilot and post.num_traces == n * len(values)
-    more = allocate(
-        (n - pilot) * len(values), pilot_shares(np.array([s["pilot_log_evidence"] for s in strata]), 10.0)
-    )
+    post, strata, more = _branching_with_pilot("smc", n, pilot, values, seed=5)
+    assert post.num_traces == n * len(values)
     joint = branching_exact(joint=True)
     exact = joint[: len(values)] / joint[: len(values)].sum()
     probs = post["r"].probabilities()
