@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probexec.distributions.fast_log_prob import log_prob_rows
 from probexec.errors import ObservationError
 
 SAMPLE, OBSERVE, TAG = 0, 1, 2
@@ -189,6 +190,9 @@ def score_rows(dist_type: int, vals: np.ndarray, prm: np.ndarray) -> np.ndarray:
     pn = prm.shape[1]
     if dist_type == NORMAL and vn >= _WIDE and pn == 2 * vn:
         return _normal_log_prob_rows(vals, prm[:, :vn], prm[:, vn:])
+    fast = log_prob_rows(dist_type, vals, prm)
+    if fast is not None:
+        return fast
     if dist_type == CATEGORICAL:
         params = [torch.from_numpy(prm.reshape(k, vn, pn // vn))]
     else:
