@@ -86,6 +86,10 @@ _SCORERS: dict[int, Callable[[np.ndarray, np.ndarray], np.ndarray | None]] = {
 }
 
 
+# Parameters per value in a row (a Categorical's are its weights: any whole number per value).
+_PARAMS_PER_VALUE: dict[int, int | None] = {1: 2, 2: 2, 3: None, 4: 1, 5: 1}
+
+
 def log_prob_rows(dist_type: int, vals: np.ndarray, prm: np.ndarray) -> np.ndarray | None:
     """Σ log-density per row of `vals` [k, vn] (float64) with flat parameters `prm` [k, pn], or
     None where this module does not score that type or those parameters (the caller then uses
@@ -94,7 +98,7 @@ def log_prob_rows(dist_type: int, vals: np.ndarray, prm: np.ndarray) -> np.ndarr
     if scorer is None:
         return None
     vn, pn = vals.shape[1], prm.shape[1]
-    per_value = {3: None, 4: 1, 5: 1}.get(dist_type, 2)
+    per_value = _PARAMS_PER_VALUE[dist_type]
     if vn == 0 or (pn != per_value * vn if per_value is not None else pn == 0 or pn % vn):
         return None  # parameters broadcast against the value: the torch path's business
     lp = scorer(vals, prm)
