@@ -484,7 +484,7 @@ def _posterior_runner(
         workers = args.workers or usable_cores()
         options.update(likelihood_importance=args.likelihood_importance)
     if stratum is not None:
-        options.update(stratify=stratum, stratify_pilot=args.stratify_pilot, stratify_keep=args.stratify_keep)
+        options.update(stratify=stratum, stratify_pilot=args.stratify_pilot, stratify_keep=_keep_nats(args))
     with remote_pool(args.simulator, workers=workers) as pool:
         yield lambda observe, seed: run_engine(pool, args.engine, args.n, observe, seed=seed, **options)
 
@@ -503,11 +503,11 @@ def _stratum(args: argparse.Namespace) -> tuple[str, list[float] | None] | None:
             raise ValueError(
                 f"--stratify-pilot must be between 1 and -n ({args.n}) - 1, not {args.stratify_pilot}"
             )
-    if args.stratify_keep != DEFAULT_KEEP_NATS and not args.stratify_pilot:
+    if args.stratify_keep is not None and not args.stratify_pilot:
         raise ValueError(
             "--stratify-keep says which values the pilot keeps in the running: give --stratify-pilot too"
         )
-    if not args.stratify_keep >= 0:
+    if not _keep_nats(args) >= 0:
         raise ValueError(f"--stratify-keep is a number of nats, 0 or more; got {args.stratify_keep}")
     if not args.stratify:
         return None
@@ -526,6 +526,10 @@ def _stratum(args: argparse.Namespace) -> tuple[str, list[float] | None] | None:
     return name.strip(), values
 
 
+def _keep_nats(args: argparse.Namespace) -> float:
+    return DEFAULT_KEEP_NATS if args.stratify_keep is None else args.stratify_keep
+
+
 def _stratified_runner(
     args: argparse.Namespace,
     info: Any,
@@ -539,7 +543,7 @@ def _stratified_runner(
     name, values = stratum
     return lambda observe, seed: stratified(
         lambda obs, s, n: run(dict(obs), s, n), observe, name, values, num_traces=args.n,
-        pilot=args.stratify_pilot, keep_nats=args.stratify_keep, engine=args.engine, seed=seed,
+        pilot=args.stratify_pilot, keep_nats=_keep_nats(args), engine=args.engine, seed=seed,
         latents=list(info.latents),
     )  # fmt: skip
 
@@ -1065,7 +1069,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--stratify-keep",
         type=float,
-        default=DEFAULT_KEEP_NATS,
+        default=None,
         metavar="NATS",
         help=f"with --stratify-pilot: the values whose pilot log-evidence is within NATS of the best share "
         f"the even half of the traces (default {DEFAULT_KEEP_NATS:g})",
