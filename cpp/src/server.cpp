@@ -1,7 +1,8 @@
 // `probexec::serve`: the simulator side of the protocol.
 //
 // The simulator binds a REP socket and answers the engine's requests: Handshake, Run (one trace
-// driven draw by draw, or many traces streamed as records), Shutdown. Inside a per-draw trace the
+// driven draw by draw, many traces streamed as records, or one trace replaying the engine's values
+// and answered as a record), Shutdown. Inside a per-draw trace the
 // model's own calls to sample/observe/tag become requests of the simulator's, each waited for
 // with a timeout so a vanished engine cannot hang the simulator forever.
 #include <poll.h>
@@ -25,6 +26,7 @@
 #include "context.hpp"
 #include "transport.hpp"
 #include "npz.hpp"
+#include "replay.hpp"
 #include "wire.hpp"
 
 namespace probexec {
@@ -33,7 +35,7 @@ namespace detail {
 namespace {
 
 const char* const kCapabilities[] = {"stream",  "local_draws", "address_ids", "errors",
-                                     "draw_locally", "replace", "shutdown",  "local_tags"};
+                                     "draw_locally", "replace", "shutdown",  "local_tags", "replay"};
 
 struct Options {
   std::string address;
@@ -229,6 +231,9 @@ class Server {
   void handshake(const ppx::Handshake* h);
   void run_per_draw(const ppx::Run* run);
   void run_stream(const ppx::Run* run);
+  void run_replay(const ppx::Run* run);
+  // Answers with the traces recorded in `rec` (a TraceBatch message).
+  void send_traces(DrawRecorder& rec, const std::vector<std::string>& errors);
   std::uint64_t run_seed(const ppx::Run* run) {
     if (run && run->has_seed()) return run->seed();
     return std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32);
@@ -376,35 +381,56 @@ void Server::run_per_draw(const ppx::Run* run) {
   send_built();
 }
 
+// One trace of `model` in `ctx`, its draws into `rec`. Returns "" or the model's error; a failed
+// trace stays as an empty record with that error, so the engine counts it.
+static std::string record_trace(const Model& model, const std::string& model_name, Context& ctx, DrawRecorder& rec) {
+  ctx.begin_trace();
+  rec.begin_trace();
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    ContextGuard guard(ctx);
+    Tensor r = run_model(model);
+    rec.end_trace(r, seconds_since(t0));
+    return {};
+  } catch (...) {
+    rec.drop_trace();
+    rec.begin_trace();
+    rec.end_trace(Tensor(), seconds_since(t0));
+    return "model '" + model_name + "' threw: " + describe_current_exception();
+  }
+}
+
 void Server::run_stream(const ppx::Run* run) {
   local_.reseed(run_seed(run));
   DrawRecorder rec;
   local_.set_recorder(&rec, run->record_uncontrolled_values());
   std::vector<std::string> errors;
   std::uint32_t n = run->num_traces();
-  for (std::uint32_t k = 0; k < n; ++k) {
-    local_.begin_trace();
-    rec.begin_trace();
-    auto t0 = std::chrono::steady_clock::now();
-    try {
-      ContextGuard guard(local_);
-      Tensor r = run_model(model_);
-      rec.end_trace(r, seconds_since(t0));
-      errors.emplace_back();
-    } catch (...) {
-      // Keep the failed trace as an empty record with its error, so the engine counts it.
-      rec.drop_trace();
-      rec.begin_trace();
-      rec.end_trace(Tensor(), seconds_since(t0));
-      errors.emplace_back("model '" + model_name_ + "' threw: " + describe_current_exception());
-    }
-  }
+  for (std::uint32_t k = 0; k < n; ++k) errors.push_back(record_trace(model_, model_name_, local_, rec));
   local_.set_recorder(nullptr, true);
+  send_traces(rec, errors);
+}
+
+void Server::send_traces(DrawRecorder& rec, const std::vector<std::string>& errors) {
   fbb_.Clear();
   auto batch = rec.write(fbb_, sent_, true);
   auto errs = fbb_.CreateVectorOfStrings(errors);
   finish(fbb_, ppx::CreateTraceBatch(fbb_, batch, errs), ppx::MessageBody::TraceBatch);
   send_built();
+}
+
+void Server::run_replay(const ppx::Run* run) {
+  local_.reseed(run_seed(run));
+  DrawRecorder rec;
+  std::optional<ReplayContext> ctx;
+  try {
+    ctx.emplace(local_.rng(), rec, run->record_uncontrolled_values(), run->replay(), run->observed());
+  } catch (const error& e) {
+    log(std::string("refused replay run: ") + e.what());
+    reply_error(e.what(), "protocol");
+    return;
+  }
+  send_traces(rec, {record_trace(model_, model_name_, *ctx, rec)});
 }
 
 void Server::handle(const ppx::Message* msg) {
@@ -413,6 +439,7 @@ void Server::handle(const ppx::Message* msg) {
     case ppx::MessageBody::Run: {
       const auto* run = msg->body_as_Run();
       if (v2() && run->mode() == ppx::RunMode::Stream) run_stream(run);
+      else if (v2() && run->mode() == ppx::RunMode::Replay) run_replay(run);
       else run_per_draw(run);
       return;
     }

@@ -54,6 +54,16 @@ class Model(ABC):
     ) -> TraceBatch:
         raise NotImplementedError(f"model {self.name!r} cannot stream traces")
 
+    @property
+    def supports_replay(self) -> bool:
+        """Whether `replay` reruns a trace in one exchange (MCMC steps use it when it does)."""
+        return False
+
+    def replay(
+        self, values: Mapping[tuple[int, int], Any], seed: int | None = None, observed: Sequence[str] = ()
+    ) -> TraceBatch:
+        raise NotImplementedError(f"model {self.name!r} cannot replay a trace in one run")
+
     def close(self) -> None:  # noqa: B027 - optional hook: most models hold nothing to release
         """Releases what the model holds (server processes, sockets)."""
 

@@ -7,7 +7,10 @@ get traces:
 * per draw: `Run`, then one request/reply per controlled draw, each passed through the engine's
   handler stack (the engine chooses values);
 * streaming (protocol v2 only): `Run{mode: Stream, num_traces: K}` and the simulator answers with
-  K complete trace records in one message (the engine chooses nothing).
+  K complete trace records in one message (the engine chooses nothing);
+* replay (protocol v2, capability "replay"): `Run{mode: Replay}` carries controlled values by
+  address id and instance, the simulator draws the rest from the prior and answers with the
+  trace's record: what an MCMC step needs, in one round trip.
 
 Failures are reported by name: the simulator, the trace number, and what the process said last.
 """
@@ -22,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +107,7 @@ class RemoteModel(Model):
         addresses: AddressTable | None = None,
         record_uncontrolled_values: bool = False,
         local_tags: bool = True,
+        replay_runs: bool = True,
     ) -> None:
         if simulator is None and address is None and executable is None:
             raise ValueError("RemoteModel needs a simulator name, an address or an executable")
@@ -119,6 +123,7 @@ class RemoteModel(Model):
         self.startup_timeout = startup_timeout
         self.requested_version = protocol_version
         self.local_tags = local_tags
+        self.replay_runs = replay_runs  # False: MCMC steps go draw by draw even where replay runs exist
         # Uncontrolled draws (a shower's thousands of spots) are kept as a count per address and
         # trace unless their values are asked for.
         self.record_uncontrolled_values = record_uncontrolled_values
@@ -142,6 +147,10 @@ class RemoteModel(Model):
     @property
     def supports_streaming(self) -> bool:
         return self.peer_version >= 2 and "stream" in self.capabilities
+
+    @property
+    def supports_replay(self) -> bool:
+        return self.replay_runs and self.peer_version >= 2 and "replay" in self.capabilities
 
     @property
     def address(self) -> str:
@@ -448,6 +457,55 @@ class RemoteModel(Model):
             )
         self.traces_run += num_traces
         return batch
+
+    def replay(
+        self, values: Mapping[tuple[int, int], Any], seed: int | None = None, observed: Sequence[str] = ()
+    ) -> TraceBatch:
+        """One trace whose controlled draws take `values` (keyed by address id and instance); the
+        simulator draws the others from their prior and sends the whole trace in one message.
+        Observations named in `observed` come back as NaN, for the caller to condition on: the
+        simulator does not simulate what would be replaced. A model error raises SimulatorError."""
+        if not self.supports_replay:
+            raise ProtocolError(
+                f"simulator {self.name!r} (protocol {self.peer_version or 'v1'}) cannot replay a trace in one run"
+            )
+        self._where = f"trace {self.traces_run} (replayed)"
+        ids, inst, offsets, flat = _replay_rows(values)
+        reply = self._request(
+            _core.encode_replay_run(
+                seed, self.record_uncontrolled_values, ids, inst, offsets, flat, list(observed)
+            )
+        )
+        if reply[0] == _ERROR:
+            raise SimulatorError(f"simulator {self.name!r}, {self._where}: {reply[1]}")
+        if reply[0] != int(MessageType.TRACE_BATCH):
+            raise ProtocolError(f"simulator {self.name!r} answered a replay Run with {_name(reply[0])}")
+        batch = TraceBatch.from_wire(reply[1], reply[2], self.addresses)
+        if batch.num_traces != 1:
+            raise ProtocolError(
+                f"simulator {self.name!r} answered a replay Run with {batch.num_traces} traces"
+            )
+        self.traces_run += 1
+        if batch.errors[0]:
+            raise SimulatorError(f"simulator {self.name!r}, {self._where}: {batch.errors[0]}")
+        return batch
+
+
+def _replay_rows(
+    values: Mapping[tuple[int, int], Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The replay table's columns: address ids, instances, value offsets and the values flat."""
+    n = len(values)
+    ids = np.fromiter((k[0] for k in values), np.uint64, n)
+    inst = np.fromiter((k[1] for k in values), np.uint32, n)
+    vals = list(values.values())
+    if all(type(v) is float for v in vals):  # the common case: every draw a scalar
+        return ids, inst, np.arange(n + 1, dtype=np.uint32), np.array(vals, dtype=np.float64)
+    arrays = [np.asarray(v, dtype=np.float64).ravel() for v in vals]
+    offsets = np.zeros(n + 1, dtype=np.uint32)
+    np.cumsum([a.size for a in arrays], out=offsets[1:])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0)
+    return ids, inst, offsets, flat
 
 
 def _name(kind: int) -> str:

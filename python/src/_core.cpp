@@ -207,6 +207,37 @@ py::bytes encode_run(int mode, std::uint32_t num_traces, py::object seed, bool r
   return finished();
 }
 
+using U64s = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>;
+using U32s = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>;
+using F64s = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// Run{mode: Replay}: the controlled values to reuse as rows (address id, instance, offsets into
+// `values`), and the names of the observations the engine will condition on.
+py::bytes encode_replay_run(py::object seed, bool record_uncontrolled_values, U64s address_id, U32s instance, U32s value_offsets,
+                            F64s values, const std::vector<std::string>& observed) {
+  auto n = static_cast<std::size_t>(address_id.size());
+  if (static_cast<std::size_t>(instance.size()) != n || static_cast<std::size_t>(value_offsets.size()) != n + 1) {
+    throw probexec::error("encode_replay_run: need one instance per address id and one more value offset than rows");
+  }
+  builder.Clear();
+  auto ids = builder.CreateVector(address_id.data(), n);
+  auto inst = builder.CreateVector(instance.data(), n);
+  auto off = builder.CreateVector(value_offsets.data(), n + 1);
+  auto vals = builder.CreateVector(values.data(), static_cast<std::size_t>(values.size()));
+  ppx::DrawBatchBuilder rows(builder);
+  rows.add_address_id(ids);
+  rows.add_instance(inst);
+  rows.add_value_offsets(off);
+  rows.add_values(vals);
+  auto replay = rows.Finish();
+  auto names = builder.CreateVectorOfStrings(observed);
+  std::uint64_t s = seed.is_none() ? 0 : seed.cast<std::uint64_t>();
+  finish(builder,
+         ppx::CreateRun(builder, ppx::RunMode::Replay, 1, s, !seed.is_none(), record_uncontrolled_values, replay, names),
+         ppx::MessageBody::Run);
+  return finished();
+}
+
 py::bytes encode_sample_result(py::array_t<double, py::array::c_style | py::array::forcecast> value, bool draw_locally) {
   builder.Clear();
   flatbuffers::Offset<ppx::Tensor> t = 0;
@@ -256,6 +287,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("decode", &decode, "Verify and decode one message into a tuple whose first item is the MessageBody type.");
   m.def("encode_handshake", &encode_handshake, py::arg("system_name"), py::arg("version"), py::arg("capabilities"));
   m.def("encode_run", &encode_run, py::arg("mode"), py::arg("num_traces"), py::arg("seed"), py::arg("record_uncontrolled_values") = true);
+  m.def("encode_replay_run", &encode_replay_run, py::arg("seed"), py::arg("record_uncontrolled_values"), py::arg("address_id"),
+        py::arg("instance"), py::arg("value_offsets"), py::arg("values"), py::arg("observed"),
+        "Run{mode: Replay}: one trace reusing these controlled values, answered as a TraceBatch.");
   m.def("encode_sample_result", &encode_sample_result, py::arg("value"), py::arg("draw_locally") = false);
   m.def("encode_sample_scalar", &encode_sample_scalar, py::arg("value"), "SampleResult for a scalar value (hot path).");
   m.def("encode_empty", &encode_empty, py::arg("kind"));

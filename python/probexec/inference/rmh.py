@@ -128,13 +128,38 @@ class _Chain:
         self.proposed = 0
         self.failed = 0
         self.init_attempts = 0
+        # One exchange per run where the model can replay a trace; draw by draw where it cannot,
+        # or once an observed name turns out to be a sample (its value must be fixed as it is drawn).
+        self.one_message = model.supports_replay
+        self._observed_samples: tuple[int, np.ndarray] = (-1, np.zeros(0, np.uint64))
 
     def _run(self, replay: Replay) -> TraceBatch:
+        seed = int(self.rng.integers(2**63))
+        if self.one_message:
+            values = dict(replay.values)
+            if replay.site is not None:
+                values[replay.site] = replay.proposal
+            obs = self.condition.observations
+            batch = self.model.replay(values, seed=seed, observed=list(obs))
+            fixed = self._sample_ids_observed()
+            if not (fixed.size and np.isin(batch.address_id, fixed).any()):
+                if obs:
+                    batch.condition(obs)
+                return batch
+            self.one_message = False
         builder = TraceBatchBuilder(self.model.addresses)
-        self.model.run_trace(
-            [self.condition, replay, PriorProposal(self.rng)], builder, seed=int(self.rng.integers(2**63))
-        )
+        self.model.run_trace([self.condition, replay, PriorProposal(self.rng)], builder, seed=seed)
         return builder.build()
+
+    def _sample_ids_observed(self) -> np.ndarray:
+        """Ids of samples whose name the user observes (looked up again when new addresses arrive)."""
+        size, ids = self._observed_samples
+        table = self.model.addresses
+        if size != len(table):
+            names = self.condition.observations
+            ids = np.array([i for n in names for i in table.ids_named(n, SAMPLE)], dtype=np.uint64)
+            self._observed_samples = (len(table), ids)
+        return ids
 
     def init(self, values: Mapping[Key, Any] | None = None) -> _State:
         """A first trace with a finite joint (from the prior, or replaying saved values)."""

@@ -27,6 +27,7 @@ class MessageType(IntEnum):
 class RunMode(IntEnum):
     PER_DRAW = 0
     STREAM = 1
+    REPLAY = 2  # v2, capability "replay": one trace reusing the engine's controlled values
 
 
 PROTOCOL_VERSION = 2
