@@ -6,9 +6,10 @@ alternating in one run.
 Two simulator processes of the same build, one driven each way. Each repeat runs `--steps`
 single-site steps of one chain (SMC's move, at β = 0.5) from the same state and seed on each, and
 reads the wall time, the engine's CPU time (`time.process_time`: every thread of this process,
-ZeroMQ's I/O thread included) and the simulator's (from `/proc`). The two paths draw fresh sites
-from different streams (the engine's against the simulator's), so their chains differ where the
-structure changes; the acceptance rates are printed beside them. With `--smc N` each repeat also
+ZeroMQ's I/O thread included) and the simulator's (from `/proc`). Both chains start from the same
+trace, but the two paths draw fresh sites from different streams (the engine's against the
+simulator's), so the chains part where the structure changes; the acceptance rates are printed
+beside them. With `--smc N` each repeat also
 runs a whole SMC of N particles both ways and prints its seconds and simulator runs a second. On
 the tau simulators the event is the demo's seed 6, on the others the simulator's default
 observations. Prints a line per run, the medians and their ratios, and one JSON object.
@@ -50,9 +51,9 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def steps(model: RemoteModel, obs: dict[str, Any], n: int) -> dict[str, float]:
+def steps(model: RemoteModel, obs: dict[str, Any], n: int, start: dict | None) -> dict[str, float]:
     chain = _Chain(model, obs, np.random.default_rng(7), 0.1)
-    state = chain.init()
+    state = chain.init(start)
     assert model.pid is not None
     sim0, cpu0, wall0 = process_cpu(model.pid), time.process_time(), time.perf_counter()
     for _ in range(n):
@@ -96,11 +97,13 @@ def main() -> None:
         models = {"per_draw": per_draw, "replay": replay}
         assert replay.supports_replay and not per_draw.supports_replay
         obs = observations(replay, args.simulator)
+        # One start for both: the paths' fresh draws come from different streams.
+        start = _Chain(per_draw, obs, np.random.default_rng(7), 0.1).init().values
         for m in models.values():
-            steps(m, obs, 20)  # warm-up: imports, the simulator's first traces and addresses
+            steps(m, obs, 20, start)  # warm-up: imports, the simulator's first traces and addresses
         for i in range(args.repeats):
             for path in PATHS if i % 2 == 0 else PATHS[::-1]:
-                r = steps(models[path], obs, args.steps)
+                r = steps(models[path], obs, args.steps, start)
                 if args.smc:
                     r |= whole_smc(models[path], obs, args.smc)
                 runs[path].append(r)

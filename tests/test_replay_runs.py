@@ -10,11 +10,12 @@ import pytest
 from probexec.protocol.generated import DrawBatch, Message, MessageBody, Run, RunMode
 
 import probexec
+import probexec.remote as remote_module
 from probexec import _core
 from probexec.inference import remote_pool, rmh
 from probexec.inference.rmh import Replay, _Chain, _state_of
 from probexec.protocol.messages import MessageType
-from probexec.trace import FLAG_CONTROLLED, SAMPLE
+from probexec.trace import FLAG_CONTROLLED, FLAG_OBSERVED, SAMPLE
 
 OBS = {"obs": [8.0, 9.0]}
 
@@ -49,7 +50,7 @@ def test_observations_the_engine_conditions_on_come_back_as_nan():
         simulated = model.replay({}, seed=4)
         assert np.isfinite(simulated.values_of("obs")).all()  # not conditioned: simulated
         mu_id = model.addresses.ids_named("mu", SAMPLE)[0]
-        held = model.replay({(mu_id, 1): 7.0}, seed=4, observed=["obs"])
+        held = model.replay({(mu_id, 1): 7.0}, seed=4, observed={"obs": [1.0, 2.0]})
         assert np.isnan(held.values_of("obs")).all()
         assert held.values_of("mu").tolist() == [7.0]
         held.condition(OBS)
@@ -104,6 +105,7 @@ def test_a_malformed_replay_table_is_refused_and_the_server_goes_on():
             np.array([0], np.uint32),
             np.zeros(1),
             [],
+            [],
         )
 
 
@@ -144,12 +146,32 @@ def test_rmh_steps_are_one_exchange_each():
         assert model.traces_run - before >= 300  # every step ran the simulator, by replay
 
 
-def test_an_observed_sample_sends_the_chain_back_to_per_draw_runs():
-    """A replay run cannot fix a sample's value by name: the chain notices the observed name among
-    the samples and runs draw by draw, so mu stays at the observed 7."""
+def test_an_observed_sample_is_fixed_by_the_simulator(monkeypatch):
+    """Stratified SMC observes a named sample (the channel): the replay run fixes it by name and
+    flags it, and its density joins the likelihood as in the per-draw path."""
+    obs = {"obs": [8.0, 9.0], "mu": 7.0}
     with probexec.RemoteModel("gum") as model:
-        post = rmh(model, 200, {"obs": [8.0, 9.0], "mu": 7.0}, chains=1, seed=2, progress=False)
-    assert (post.traces.values_of("mu") == 7.0).all()
+        chain = _Chain(model, obs, np.random.default_rng(0), 0.5)
+        state = chain.init()
+        assert chain.one_message and not state.values  # mu is observed: nothing left to move
+        post = rmh(model, 200, obs, chains=1, seed=2, progress=False)
+        assert (post.traces.values_of("mu") == 7.0).all()
+        replayed = chain._run(Replay({}))
+        chain.one_message = False
+        per_draw = chain._run(Replay({}))
+        assert (replayed.flags & FLAG_OBSERVED).any()
+        np.testing.assert_allclose(replayed.log_likelihood(), per_draw.log_likelihood(), rtol=1e-12)
+        np.testing.assert_allclose(replayed.log_prior(), per_draw.log_prior(), atol=1e-12)
+        # A value the engine does not send (too big, here by a lowered limit) leaves the sample
+        # unfixed: the chain sees that and goes draw by draw, with the same answer.
+        monkeypatch.setattr(remote_module, "_SENT_OBSERVATION_VALUES", 0)
+        chain = _Chain(model, obs, np.random.default_rng(0), 0.5)
+        state = chain.init()
+        assert not chain.one_message and not state.values
+        assert state.log_lik == pytest.approx(_state_of(per_draw).log_lik, rel=1e-12)
+        # One of the wrong size is refused by the per-draw path, naming the observation.
+        with pytest.raises(probexec.ObservationError, match="'mu' has 2 value"):
+            _Chain(model, {"mu": [1.0, 2.0]}, np.random.default_rng(0), 0.5).init()
 
 
 def test_per_draw_mcmc_still_matches_enumeration():

@@ -4,9 +4,9 @@
 
 namespace probexec::detail {
 
-ReplayContext::ReplayContext(Rng& rng, DrawRecorder& recorder, bool record_uncontrolled_values, const ppx::DrawBatch* replay,
-                             const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* observed)
+ReplayContext::ReplayContext(Rng& rng, DrawRecorder& recorder, bool record_uncontrolled_values, const ppx::Run& run)
     : rng_(rng), recorder_(recorder), record_uncontrolled_values_(record_uncontrolled_values) {
+  const auto* replay = run.replay();
   if (replay && replay->address_id() && replay->address_id()->size()) {
     const auto* ids = replay->address_id();
     const auto* inst = replay->instance();
@@ -23,9 +23,13 @@ ReplayContext::ReplayContext(Rng& rng, DrawRecorder& recorder, bool record_uncon
       values_[Key{ids->Get(r), inst->Get(r)}] = Span{vals->data() + a, b - a};
     }
   }
-  if (observed) {
-    for (const auto* s : *observed) {
-      if (s) observed_.insert(s->str());
+  if (const auto* names = run.observed()) {
+    const auto* given = run.observed_values();
+    for (flatbuffers::uoffset_t i = 0; i < names->size(); ++i) {
+      Span v{nullptr, 0};
+      const ppx::Tensor* t = given && i < given->size() ? given->Get(i) : nullptr;
+      if (t && t->data()) v = Span{t->data()->data(), t->data()->size()};
+      observed_[names->Get(i)->str()] = v;
     }
   }
 }
@@ -33,14 +37,28 @@ ReplayContext::ReplayContext(Rng& rng, DrawRecorder& recorder, bool record_uncon
 Tensor ReplayContext::on_sample(const Distribution& d, const SampleOptions& o, std::uint64_t id, std::uint32_t instance) {
   std::uint8_t flags = (o.control ? kControlled : 0) | (o.replace ? kReplace : 0);
   if (o.control) {
-    auto it = values_.find(Key{id, instance});
-    if (it != values_.end()) {
-      const Span& s = it->second;
-      if (s.size != d.value_numel()) {
-        throw error("engine sent " + std::to_string(s.size) + " values for a draw of " + std::to_string(d.value_numel()) +
-                    " at address '" + address_book().info(id).address + "'");
+    const Span* given = nullptr;
+    if (!observed_.empty()) {
+      // A sample the engine observes by name: fixed to its data. One it sent no value for, or a
+      // value of another size, is left unflagged; the engine then reruns the trace draw by draw.
+      auto it = observed_.find(address_book().info(id).name);
+      if (it != observed_.end() && it->second.size == d.value_numel()) {
+        given = &it->second;
+        flags |= kObserved;
       }
-      Tensor v(std::vector<double>(s.data, s.data + s.size), d.value_shape());
+    }
+    if (!given) {
+      auto it = values_.find(Key{id, instance});
+      if (it != values_.end()) {
+        given = &it->second;
+        if (given->size != d.value_numel()) {
+          throw error("engine sent " + std::to_string(given->size) + " values for a draw of " + std::to_string(d.value_numel()) +
+                      " at address '" + address_book().info(id).address + "'");
+        }
+      }
+    }
+    if (given) {
+      Tensor v(std::vector<double>(given->data, given->data + given->size), d.value_shape());
       recorder_.add(id, instance, DrawKind::Sample, flags, &d, v, true);
       return v;
     }

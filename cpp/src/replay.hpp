@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "context.hpp"
 #include "ppx_generated.h"
@@ -17,9 +16,8 @@ namespace probexec::detail {
 
 class ReplayContext : public Context {
  public:
-  // `replay` and `observed` are read from the Run message, whose buffer must outlive the trace.
-  ReplayContext(Rng& rng, DrawRecorder& recorder, bool record_uncontrolled_values, const ppx::DrawBatch* replay,
-                const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* observed);
+  // Reads the values from `run`, whose buffer must outlive the trace.
+  ReplayContext(Rng& rng, DrawRecorder& recorder, bool record_uncontrolled_values, const ppx::Run& run);
 
   Tensor on_sample(const Distribution& d, const SampleOptions& o, std::uint64_t id, std::uint32_t instance) override;
   void on_observe(const Distribution& d, const Tensor* value, const std::string& name, std::uint64_t id,
@@ -44,7 +42,8 @@ class ReplayContext : public Context {
   DrawRecorder& recorder_;
   bool record_uncontrolled_values_;
   std::unordered_map<Key, Span, KeyHash> values_;
-  std::unordered_set<std::string> observed_;
+  // Names the engine conditions on, with the value it sent for them (size 0: none sent).
+  std::unordered_map<std::string, Span> observed_;
 };
 
 }  // namespace probexec::detail

@@ -424,7 +424,7 @@ void Server::run_replay(const ppx::Run* run) {
   DrawRecorder rec;
   std::optional<ReplayContext> ctx;
   try {
-    ctx.emplace(local_.rng(), rec, run->record_uncontrolled_values(), run->replay(), run->observed());
+    ctx.emplace(local_.rng(), rec, run->record_uncontrolled_values(), *run);
   } catch (const error& e) {
     log(std::string("refused replay run: ") + e.what());
     reply_error(e.what(), "protocol");

@@ -81,6 +81,6 @@ class DrawRecorder {
   std::unordered_map<std::uint64_t, std::size_t> counted_;  // address id -> its row, this trace
 };
 
-enum DrawFlags : std::uint8_t { kControlled = 1, kReplace = 2, kValueOmitted = 4 };
+enum DrawFlags : std::uint8_t { kControlled = 1, kReplace = 2, kValueOmitted = 4, kObserved = 8 };
 
 }  // namespace probexec::detail

@@ -60,7 +60,10 @@ class Model(ABC):
         return False
 
     def replay(
-        self, values: Mapping[tuple[int, int], Any], seed: int | None = None, observed: Sequence[str] = ()
+        self,
+        values: Mapping[tuple[int, int], Any],
+        seed: int | None = None,
+        observed: Mapping[str, Any] | None = None,
     ) -> TraceBatch:
         raise NotImplementedError(f"model {self.name!r} cannot replay a trace in one run")
 

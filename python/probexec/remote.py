@@ -459,21 +459,30 @@ class RemoteModel(Model):
         return batch
 
     def replay(
-        self, values: Mapping[tuple[int, int], Any], seed: int | None = None, observed: Sequence[str] = ()
+        self,
+        values: Mapping[tuple[int, int], Any],
+        seed: int | None = None,
+        observed: Mapping[str, Any] | None = None,
     ) -> TraceBatch:
         """One trace whose controlled draws take `values` (keyed by address id and instance); the
         simulator draws the others from their prior and sends the whole trace in one message.
-        Observations named in `observed` come back as NaN, for the caller to condition on: the
-        simulator does not simulate what would be replaced. A model error raises SimulatorError."""
+
+        `observed`: the user's observations by name. Observations of those names come back as NaN
+        for the caller to condition on (the simulator does not simulate what would be replaced).
+        A controlled sample of such a name is fixed to its value and flagged FLAG_OBSERVED; values
+        of more than `_SENT_OBSERVATION_VALUES` numbers (images) are not sent, so a sample of that
+        size stays unflagged. A model error raises SimulatorError."""
         if not self.supports_replay:
             raise ProtocolError(
                 f"simulator {self.name!r} (protocol {self.peer_version or 'v1'}) cannot replay a trace in one run"
             )
         self._where = f"trace {self.traces_run} (replayed)"
         ids, inst, offsets, flat = _replay_rows(values)
+        names = list(observed or {})
+        sent = [_observation_sent(observed[n]) for n in names] if observed else []
         reply = self._request(
             _core.encode_replay_run(
-                seed, self.record_uncontrolled_values, ids, inst, offsets, flat, list(observed)
+                seed, self.record_uncontrolled_values, ids, inst, offsets, flat, names, sent
             )
         )
         if reply[0] == _ERROR:
@@ -489,6 +498,14 @@ class RemoteModel(Model):
         if batch.errors[0]:
             raise SimulatorError(f"simulator {self.name!r}, {self._where}: {batch.errors[0]}")
         return batch
+
+
+_SENT_OBSERVATION_VALUES = 4096  # larger observations travel by name only: they fix no sample
+
+
+def _observation_sent(value: Any) -> np.ndarray | None:
+    v = np.asarray(value, dtype=np.float64)
+    return v if v.size <= _SENT_OBSERVATION_VALUES else None
 
 
 def _replay_rows(

@@ -212,9 +212,9 @@ using U32s = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecas
 using F64s = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 // Run{mode: Replay}: the controlled values to reuse as rows (address id, instance, offsets into
-// `values`), and the names of the observations the engine will condition on.
+// `values`), the names the engine conditions on, and their values where sent (None: not sent).
 py::bytes encode_replay_run(py::object seed, bool record_uncontrolled_values, U64s address_id, U32s instance, U32s value_offsets,
-                            F64s values, const std::vector<std::string>& observed) {
+                            F64s values, const std::vector<std::string>& observed, const py::list& observed_values) {
   auto n = static_cast<std::size_t>(address_id.size());
   if (static_cast<std::size_t>(instance.size()) != n || static_cast<std::size_t>(value_offsets.size()) != n + 1) {
     throw probexec::error("encode_replay_run: need one instance per address id and one more value offset than rows");
@@ -230,10 +230,24 @@ py::bytes encode_replay_run(py::object seed, bool record_uncontrolled_values, U6
   rows.add_value_offsets(off);
   rows.add_values(vals);
   auto replay = rows.Finish();
+  if (static_cast<std::size_t>(observed_values.size()) != observed.size()) {
+    throw probexec::error("encode_replay_run: need one observed value (or None) per observed name");
+  }
+  std::vector<flatbuffers::Offset<ppx::Tensor>> given;
+  for (const auto& item : observed_values) {
+    if (item.is_none()) {
+      given.push_back(ppx::CreateTensor(builder));
+      continue;
+    }
+    auto v = item.cast<F64s>();
+    std::vector<int> shape(v.shape(), v.shape() + v.ndim());
+    given.push_back(write_tensor(builder, v.data(), static_cast<std::size_t>(v.size()), shape.data(), shape.size()));
+  }
+  auto given_values = builder.CreateVector(given);
   auto names = builder.CreateVectorOfStrings(observed);
   std::uint64_t s = seed.is_none() ? 0 : seed.cast<std::uint64_t>();
   finish(builder,
-         ppx::CreateRun(builder, ppx::RunMode::Replay, 1, s, !seed.is_none(), record_uncontrolled_values, replay, names),
+         ppx::CreateRun(builder, ppx::RunMode::Replay, 1, s, !seed.is_none(), record_uncontrolled_values, replay, names, given_values),
          ppx::MessageBody::Run);
   return finished();
 }
@@ -288,7 +302,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("encode_handshake", &encode_handshake, py::arg("system_name"), py::arg("version"), py::arg("capabilities"));
   m.def("encode_run", &encode_run, py::arg("mode"), py::arg("num_traces"), py::arg("seed"), py::arg("record_uncontrolled_values") = true);
   m.def("encode_replay_run", &encode_replay_run, py::arg("seed"), py::arg("record_uncontrolled_values"), py::arg("address_id"),
-        py::arg("instance"), py::arg("value_offsets"), py::arg("values"), py::arg("observed"),
+        py::arg("instance"), py::arg("value_offsets"), py::arg("values"), py::arg("observed"), py::arg("observed_values"),
         "Run{mode: Replay}: one trace reusing these controlled values, answered as a TraceBatch.");
   m.def("encode_sample_result", &encode_sample_result, py::arg("value"), py::arg("draw_locally") = false);
   m.def("encode_sample_scalar", &encode_sample_scalar, py::arg("value"), "SampleResult for a scalar value (hot path).");

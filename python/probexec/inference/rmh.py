@@ -128,8 +128,9 @@ class _Chain:
         self.proposed = 0
         self.failed = 0
         self.init_attempts = 0
-        # One exchange per run where the model can replay a trace; draw by draw where it cannot,
-        # or once an observed name turns out to be a sample (its value must be fixed as it is drawn).
+        # One exchange per run where the model can replay a trace; draw by draw where it cannot, or
+        # once the simulator leaves an observed sample unfixed (its value too big to send, or of
+        # the wrong size: the per-draw path then says what is wrong).
         self.one_message = model.supports_replay
         self._observed_samples: tuple[int, np.ndarray] = (-1, np.zeros(0, np.uint64))
 
@@ -140,9 +141,9 @@ class _Chain:
             if replay.site is not None:
                 values[replay.site] = replay.proposal
             obs = self.condition.observations
-            batch = self.model.replay(values, seed=seed, observed=list(obs))
-            fixed = self._sample_ids_observed()
-            if not (fixed.size and np.isin(batch.address_id, fixed).any()):
+            batch = self.model.replay(values, seed=seed, observed=obs)
+            fixed = np.isin(batch.address_id, self._sample_ids_observed())
+            if (batch.flags[fixed] & FLAG_OBSERVED).all():  # every observed sample was fixed
                 if obs:
                     batch.condition(obs)
                 return batch
