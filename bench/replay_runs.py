@@ -2,6 +2,7 @@
 alternating in one run.
 
     python bench/replay_runs.py [--simulator tau_decay_coarse] [--steps 400] [--repeats 5] [--smc N]
+                                [--fix channel=4]
 
 Two simulator processes of the same build, one driven each way. Each repeat runs `--steps`
 single-site steps of one chain (SMC's move, at β = 0.5) from the same state and seed on each, and
@@ -12,7 +13,7 @@ simulator's), so the chains part where the structure changes; the acceptance rat
 beside them. With `--smc N` each repeat also
 runs a whole SMC of N particles both ways and prints its seconds and simulator runs a second. On
 the tau simulators the event is the demo's seed 6, on the others the simulator's default
-observations. Prints a line per run, the medians and their ratios, and one JSON object.
+observations; `--fix NAME=VALUE` observes a sample too, as one stratum of `--stratify` does. Prints a line per run, the medians and their ratios, and one JSON object.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also observe this sample (as --stratify does)",
+    )
+    ap.add_argument(
         "--smc", type=int, default=0, metavar="N", help="also a whole SMC of N particles each way"
     )
     args = ap.parse_args()
@@ -97,6 +105,9 @@ def main() -> None:
         models = {"per_draw": per_draw, "replay": replay}
         assert replay.supports_replay and not per_draw.supports_replay
         obs = observations(replay, args.simulator)
+        for item in args.fix:
+            name, value = item.split("=")
+            obs[name] = [float(value)]
         # One start for both: the paths' fresh draws come from different streams.
         start = _Chain(per_draw, obs, np.random.default_rng(7), 0.1).init().values
         for m in models.values():
