@@ -35,9 +35,11 @@ void LocalContext::on_observe(const Distribution& d, const Tensor* value, const 
                               std::uint32_t instance) {
   if (!recorder_) return;
   // No value given: simulate the observation, so a standalone run generates data.
-  Tensor simulated;
-  if (!value) simulated = draw_local(d, rng_);
-  recorder_->add(id, instance, DrawKind::Observe, 0, &d, value ? *value : simulated, true);
+  if (value) {
+    recorder_->add(id, instance, DrawKind::Observe, 0, &d, *value, true);
+  } else {
+    recorder_->add(id, instance, DrawKind::Observe, kSimulated, &d, draw_local(d, rng_), true);
+  }
 }
 
 void LocalContext::on_tag(const Tensor& value, const std::string&, std::uint64_t id, std::uint32_t instance) {

@@ -77,7 +77,7 @@ void ReplayContext::on_observe(const Distribution& d, const Tensor* value, const
     Tensor placeholder(std::vector<double>(d.value_numel(), std::numeric_limits<double>::quiet_NaN()), d.value_shape());
     recorder_.add(id, instance, DrawKind::Observe, 0, &d, placeholder, true);
   } else {
-    recorder_.add(id, instance, DrawKind::Observe, 0, &d, draw_local(d, rng_), true);
+    recorder_.add(id, instance, DrawKind::Observe, kSimulated, &d, draw_local(d, rng_), true);
   }
 }
 

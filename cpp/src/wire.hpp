@@ -81,6 +81,8 @@ class DrawRecorder {
   std::unordered_map<std::uint64_t, std::size_t> counted_;  // address id -> its row, this trace
 };
 
-enum DrawFlags : std::uint8_t { kControlled = 1, kReplace = 2, kValueOmitted = 4, kObserved = 8 };
+// kSimulated: an observation with no data (the model gave no value, nor did the engine), its value
+// drawn here: the engine leaves it out of the likelihood.
+enum DrawFlags : std::uint8_t { kControlled = 1, kReplace = 2, kValueOmitted = 4, kObserved = 8, kSimulated = 16 };
 
 }  // namespace probexec::detail

@@ -40,6 +40,8 @@ class Draw:
     can_draw_locally: bool = False
     # Set by Condition on a named sample the user observed: its density belongs to the likelihood.
     observed: bool = False
+    # Set by PriorProposal on an observation it simulated for want of data (FLAG_SIMULATED).
+    simulated: bool = False
 
 
 class Handler:
@@ -136,3 +138,4 @@ class PriorProposal(Handler):
         # simulator itself does when it runs standalone.
         if draw.value is None:
             draw.value = sample_wire(draw.dist_type, draw.params, self.rng)
+            draw.simulated = True

@@ -22,6 +22,7 @@ from probexec.handlers import Draw, Handler, apply
 from probexec.trace import (
     FLAG_CONTROLLED,
     FLAG_REPLACE,
+    FLAG_SIMULATED,
     OBSERVE,
     SAMPLE,
     TAG,
@@ -180,9 +181,14 @@ def _draw(kind: int, dist: Any, value: Any, name: str, control: bool, replace: b
         apply(run.handlers, draw)
     if draw.value is None:
         draw.value = dist.sample().numpy()
+        draw.simulated = kind == OBSERVE
     v = torch.from_numpy(np.asarray(draw.value, dtype=np.float64))
     log_prob = float(dist.log_prob(v).sum())
-    flags = (FLAG_CONTROLLED if control and kind == SAMPLE else 0) | (FLAG_REPLACE if replace else 0)
+    flags = (
+        (FLAG_CONTROLLED if control and kind == SAMPLE else 0)
+        | (FLAG_REPLACE if replace else 0)
+        | (FLAG_SIMULATED if draw.simulated else 0)
+    )
     run.builder.add(aid, inst, kind, flags, wire, params, np.asarray(draw.value, dtype=np.float64), log_prob)
     return v
 

@@ -43,6 +43,7 @@ from probexec.trace import (
     FLAG_CONTROLLED,
     FLAG_OBSERVED,
     FLAG_REPLACE,
+    FLAG_SIMULATED,
     OBSERVE,
     SAMPLE,
     TAG,
@@ -325,7 +326,13 @@ class RemoteModel(Model):
                 elif kind == _OBSERVE:
                     self._begin_observe(builder, reply, v1, draw, handlers)
                     builder.add(
-                        draw.address_id, draw.instance, OBSERVE, 0, draw.dist_type, draw.params, draw.value
+                        draw.address_id,
+                        draw.instance,
+                        OBSERVE,
+                        FLAG_SIMULATED if draw.simulated else 0,
+                        draw.dist_type,
+                        draw.params,
+                        draw.value,
                     )
                     reply = request(_OBSERVE_RESULT)
                 elif kind == _TAG:
@@ -383,7 +390,7 @@ class RemoteModel(Model):
         _, address, name, dt, params, value, aid, inst, local = reply
         aid, inst = self._site(builder, local, v1, address, name, dt, OBSERVE, aid, inst)
         draw.kind, draw.address_id, draw.instance, draw.name = OBSERVE, aid, inst, name
-        draw.dist_type, draw.params, draw.value = dt, params, value
+        draw.dist_type, draw.params, draw.value, draw.simulated = dt, params, value, False
         apply(handlers, draw)
 
     def _record_tag(self, builder: TraceBatchBuilder, reply: tuple, v1: bool) -> None:

@@ -42,6 +42,7 @@ from probexec.trace import (
     FLAG_CONTROLLED,
     FLAG_OBSERVED,
     FLAG_REPLACE,
+    FLAG_SIMULATED,
     OBSERVE,
     SAMPLE,
     TraceBatchBuilder,
@@ -207,12 +208,20 @@ class TraceStepper:
             if draw.value is None:
                 self.fallback.on_observe(draw)
             v, dt = draw.value, draw.dist_type
+            flags = FLAG_SIMULATED if draw.simulated else 0
             if self.score_wide is not None and np.size(v) >= self.score_wide:
                 b.add(
-                    draw.address_id, draw.instance, OBSERVE, 0, dt, (), None, score_draw(dt, draw.params, v)
+                    draw.address_id,
+                    draw.instance,
+                    OBSERVE,
+                    flags,
+                    dt,
+                    (),
+                    None,
+                    score_draw(dt, draw.params, v),
                 )
             else:
-                b.add(draw.address_id, draw.instance, OBSERVE, 0, dt, draw.params, v)
+                b.add(draw.address_id, draw.instance, OBSERVE, flags, dt, draw.params, v)
             return self._request(_OBSERVE_RESULT)
         if kind == _TAG:
             m._record_tag(b, reply, False)

@@ -26,6 +26,9 @@ from probexec.errors import ObservationError
 SAMPLE, OBSERVE, TAG = 0, 1, 2
 KIND_NAMES = ("sample", "observe", "tag")
 FLAG_CONTROLLED, FLAG_REPLACE, FLAG_VALUE_OMITTED, FLAG_OBSERVED = 1, 2, 4, 8
+# An observation with no data (neither the model's nor the user's): its value was simulated from
+# its distribution, so it is not part of the likelihood. Conditioning on it clears the flag.
+FLAG_SIMULATED = 16
 NORMAL, CATEGORICAL = 1, 3  # wire distribution types the batch code treats specially
 
 
@@ -581,8 +584,11 @@ class TraceBatch:
         return self._per_trace_sum((self.kind == SAMPLE) & ((self.flags & FLAG_OBSERVED) == 0))
 
     def log_likelihood(self) -> np.ndarray:
-        """Per trace: sum of the log-densities of its observations, named samples observed included."""
-        return self._per_trace_sum((self.kind == OBSERVE) | ((self.flags & FLAG_OBSERVED) != 0))
+        """Per trace: sum of the log-densities of its observations, named samples observed included.
+        Observations nobody gave a value for were simulated (FLAG_SIMULATED) and are left out: they
+        are marginalised, not data."""
+        data = (self.kind == OBSERVE) & ((self.flags & FLAG_SIMULATED) == 0)
+        return self._per_trace_sum(data | ((self.flags & FLAG_OBSERVED) != 0))
 
     # --- conditioning --------------------------------------------------------------------------
     def condition(self, observations: Mapping[str, Any]) -> None:
@@ -604,6 +610,8 @@ class TraceBatch:
                 )
             self.values = self.values.copy()
             self.values[self.value_offsets[rows][:, None] + np.arange(value.size)] = value
+            self.flags = self.flags.copy()
+            self.flags[rows] &= np.uint8(0xFF ^ FLAG_SIMULATED)  # data now
             self._cache.clear()
 
     # --- reading -------------------------------------------------------------------------------

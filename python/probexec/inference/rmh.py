@@ -32,7 +32,15 @@ from probexec.handlers import Condition, Draw, Handler, PriorProposal
 from probexec.inference.pool import ModelPool
 from probexec.inference.result import Posterior, without_big_observations
 from probexec.model import Model
-from probexec.trace import FLAG_CONTROLLED, FLAG_OBSERVED, OBSERVE, SAMPLE, TraceBatch, TraceBatchBuilder
+from probexec.trace import (
+    FLAG_CONTROLLED,
+    FLAG_OBSERVED,
+    FLAG_SIMULATED,
+    OBSERVE,
+    SAMPLE,
+    TraceBatch,
+    TraceBatchBuilder,
+)
 
 CONTINUOUS = {1, 2, 6, 7, 8, 9, 11}  # Normal Uniform Beta Exponential Gamma LogNormal Weibull
 POSITIVE = {7, 8, 9, 11}
@@ -91,7 +99,7 @@ def _state_of(batch: TraceBatch) -> _State:
                 batch.params[batch.param_offsets[r] : batch.param_offsets[r + 1]],
             )
             log_joint += float(lp[r])
-        elif kind == OBSERVE or batch.flags[r] & FLAG_OBSERVED:
+        elif (kind == OBSERVE and not batch.flags[r] & FLAG_SIMULATED) or batch.flags[r] & FLAG_OBSERVED:
             log_joint += float(lp[r])
             log_lik += float(lp[r])
     return _State(batch, values, site_logp, info, log_joint, log_lik)
