@@ -32,19 +32,11 @@ import numpy as np
 from probexec import RemoteModel
 from probexec.inference.rmh import _Chain
 from probexec.inference.smc import smc
-from probexec.simulators import get_simulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mcmc_step import observations
 
 PATHS = ("per_draw", "replay")
-
-
-def observations(model: Any, simulator: str) -> dict[str, Any]:
-    if simulator.startswith("tau_decay"):
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "ic"))
-        from defensive_probe import event
-
-        image, _ = event(model, 6)
-        return {"calorimeter": image}
-    return dict(get_simulator(simulator).default_observations)
 
 
 def process_cpu(pid: int) -> float:

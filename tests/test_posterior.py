@@ -40,7 +40,8 @@ def check_normal_posterior(post, name: str, ess: float) -> None:
     assert_close(e.stddev, GUM_STD, GUM_STD / math.sqrt(2 * ess), f"{post.engine} {name} std (ESS {ess:.0f})")
 
 
-def hmm_exact_marginals() -> np.ndarray:
+def hmm_exact_marginals(observed: int = 16) -> np.ndarray:
+    """State marginals by forward-backward, given the first `observed` observations."""
     T = np.array([[0.1, 0.5, 0.4], [0.2, 0.2, 0.6], [0.15, 0.15, 0.7]])
     means = np.array([-1.0, 1.0, 0.0])
     obs = np.array(
@@ -48,6 +49,7 @@ def hmm_exact_marginals() -> np.ndarray:
         + [get_simulator("hmm").default_observations[f"obs_{t}"][0] for t in range(2, 17)]
     )
     emit = np.exp(-0.5 * (obs[:, None] - means[None, :]) ** 2)  # (16, 3), constants cancel
+    emit[observed:] = 1.0  # unobserved: no evidence
     alpha = np.zeros((17, 3))
     alpha[0] = 1 / 3
     for t in range(1, 17):

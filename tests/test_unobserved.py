@@ -15,28 +15,9 @@ from conftest import assert_close
 from probexec.inference import importance_sampling, rmh
 from probexec.simulators import get_simulator
 from probexec.trace import FLAG_SIMULATED, OBSERVE
+from test_posterior import hmm_exact_marginals
 
 HMM_OBS = get_simulator("hmm").default_observations
-
-
-def hmm_marginals(observed: int) -> np.ndarray:
-    """Exact state marginals given only the first `observed` observations (forward-backward)."""
-    T = np.array([[0.1, 0.5, 0.4], [0.2, 0.2, 0.6], [0.15, 0.15, 0.7]])
-    means = np.array([-1.0, 1.0, 0.0])
-    obs = np.array([HMM_OBS[f"obs_{t}"][0] for t in range(1, 17)])
-    emit = np.exp(-0.5 * (obs[:, None] - means[None, :]) ** 2)
-    emit[observed:] = 1.0  # unobserved: no evidence
-    alpha = np.zeros((17, 3))
-    alpha[0] = 1 / 3
-    for t in range(1, 17):
-        alpha[t] = (alpha[t - 1] @ T) * emit[t - 1]
-        alpha[t] /= alpha[t].sum()
-    beta = np.ones((17, 3))
-    for t in range(15, -1, -1):
-        beta[t] = T @ (emit[t] * beta[t + 1])
-        beta[t] /= beta[t].sum()
-    m = alpha * beta
-    return m / m.sum(axis=1, keepdims=True)
 
 
 @pytest.mark.parametrize("mode", ["stream", "per_draw"])
@@ -70,7 +51,7 @@ def test_conditioning_makes_an_observation_data_again():
 
 def test_half_the_hmm_observed_matches_forward_backward():
     observe = {f"obs_{t}": HMM_OBS[f"obs_{t}"] for t in range(1, 9)}
-    exact = hmm_marginals(8)
+    exact = hmm_exact_marginals(8)
     with probexec.RemoteModel("hmm") as model:
         post = importance_sampling(model, 40_000, observe, seed=3, progress=False)
         chain = rmh(model, 6_000, observe, chains=2, burn_in=500, seed=4, progress=False)
