@@ -228,3 +228,16 @@ def test_mcmc_ess_of_stuck_chains_is_the_chain_count_not_the_sample_count():
     both = np.vstack([moving, stuck[:1]])
     assert mcmc_ess(both) == pytest.approx(mcmc_ess(moving) + 1.0)
     assert 1000 < mcmc_ess(moving) < 2200
+
+
+def test_a_latent_no_kept_trace_has_is_summarised_as_absent(tmp_path):
+    """s is drawn only when r <= 4: with r observed at 6 no trace has it. The summary (and a saved
+    posterior) says so instead of failing on a statistic of nothing."""
+    with probexec.RemoteModel("branching") as model:
+        model.prior(50, seed=0)  # the address table learns s
+        post = model.posterior(200, engine="is", observe={"obs": [6.0], "r": 6.0}, latents=["r", "s"], seed=1)
+    latents = post.summary()["latents"]
+    assert latents["r"]["mean"] == pytest.approx(6.0)
+    assert latents["s"] == {"mean": None, "std": None, "present_fraction": 0.0}
+    post.save(tmp_path / "post")
+    assert (tmp_path / "post" / "summary.json").exists()

@@ -84,6 +84,9 @@ class Posterior:
         latents = {}
         for name in self.latents:
             e = self[name]
+            if e.ess == 0.0:  # no kept trace has it (a branch the chains left): no moments, no crash
+                latents[name] = {"mean": None, "std": None, "present_fraction": 0.0}
+                continue
             mean, std = e.mean, e.stddev
             latents[name] = {
                 "mean": mean.tolist() if isinstance(mean, np.ndarray) else float(mean),
