@@ -450,17 +450,21 @@ class RemoteModel(Model):
         self._where = f"streamed traces {self.traces_run}..{self.traces_run + num_traces - 1}"
         if record_uncontrolled_values is None:
             record_uncontrolled_values = self.record_uncontrolled_values
-        reply = self._request(
-            _core.encode_run(int(RunMode.STREAM), num_traces, seed, record_uncontrolled_values)
-        )
+        request = _core.encode_run(int(RunMode.STREAM), num_traces, seed, record_uncontrolled_values)
+        return self._traces(request, "streaming", num_traces)
+
+    def _traces(self, request: bytes, mode: str, num_traces: int) -> TraceBatch:
+        """Sends a Run answered by whole trace records (streaming, replay) and reads the records."""
+        reply = self._request(request)
         if reply[0] == _ERROR:
             raise SimulatorError(f"simulator {self.name!r}, {self._where}: {reply[1]}")
         if reply[0] != int(MessageType.TRACE_BATCH):
-            raise ProtocolError(f"simulator {self.name!r} answered a streaming Run with {_name(reply[0])}")
+            raise ProtocolError(f"simulator {self.name!r} answered a {mode} Run with {_name(reply[0])}")
         batch = TraceBatch.from_wire(reply[1], reply[2], self.addresses)
         if batch.num_traces != num_traces:
             raise ProtocolError(
-                f"simulator {self.name!r} streamed {batch.num_traces} traces, {num_traces} were asked for"
+                f"simulator {self.name!r} answered a {mode} Run with {batch.num_traces} traces, "
+                f"{num_traces} were asked for"
             )
         self.traces_run += num_traces
         return batch
@@ -487,21 +491,10 @@ class RemoteModel(Model):
         ids, inst, offsets, flat = _replay_rows(values)
         names = list(observed or {})
         sent = [_observation_sent(observed[n]) for n in names] if observed else []
-        reply = self._request(
-            _core.encode_replay_run(
-                seed, self.record_uncontrolled_values, ids, inst, offsets, flat, names, sent
-            )
+        request = _core.encode_replay_run(
+            seed, self.record_uncontrolled_values, ids, inst, offsets, flat, names, sent
         )
-        if reply[0] == _ERROR:
-            raise SimulatorError(f"simulator {self.name!r}, {self._where}: {reply[1]}")
-        if reply[0] != int(MessageType.TRACE_BATCH):
-            raise ProtocolError(f"simulator {self.name!r} answered a replay Run with {_name(reply[0])}")
-        batch = TraceBatch.from_wire(reply[1], reply[2], self.addresses)
-        if batch.num_traces != 1:
-            raise ProtocolError(
-                f"simulator {self.name!r} answered a replay Run with {batch.num_traces} traces"
-            )
-        self.traces_run += 1
+        batch = self._traces(request, "replay", 1)
         if batch.errors[0]:
             raise SimulatorError(f"simulator {self.name!r}, {self._where}: {batch.errors[0]}")
         return batch
