@@ -2,9 +2,9 @@
 //
 // The simulator binds a REP socket and answers the engine's requests: Handshake, Run (one trace
 // driven draw by draw, many traces streamed as records, or one trace replaying the engine's values
-// and answered as a record), Shutdown. Inside a per-draw trace the
-// model's own calls to sample/observe/tag become requests of the simulator's, each waited for
-// with a timeout so a vanished engine cannot hang the simulator forever.
+// and answered as a record), Shutdown. Inside a per-draw trace the model's own calls to
+// sample/observe/tag become requests of the simulator's, each waited for with a timeout so a
+// vanished engine cannot hang the simulator forever.
 #include <poll.h>
 #include <unistd.h>
 
