@@ -1,7 +1,7 @@
 """The IC driver's cost per trace at two revisions of the Python engine, side by side in one run.
 
-    python bench/ic_driver_ab.py --network NET [--base REV] [--simulator tau_decay_coarse]
-        [--in-flight 32] [--traces 1600] [--repeats 3]
+    python bench/ic_driver_ab.py --network NET [--base REV | --base-package DIR]
+        [--simulator tau_decay_coarse] [--in-flight 32] [--traces 1600] [--repeats 3]
 
 IC on one prior event (seed 99) of the simulator, with the checkpoint NET, once per revision and
 repeat, alternating which goes first. Each run is a fresh process on a pool of `--in-flight`
@@ -13,6 +13,11 @@ Both revisions run with the installed build's compiled parts (the `_core` extens
 simulators, the generated protocol code) and their own Python files: the base revision's come
 from `git archive`, the other's from this working tree. So this compares Python changes only; a
 revision whose Python needs another build of the C++ parts cannot be compared this way.
+
+To compare C++ changes (the simulators, the front end, `_core`), copy the installed package
+before rebuilding (`cp -r .venv/lib/python3.11/site-packages/probexec OLD/`) and pass
+`--base-package OLD/probexec`: that copy runs as it is, against the new build with this working
+tree's Python.
 """
 
 from __future__ import annotations
@@ -116,6 +121,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--network", required=True, help="a checkpoint from `probexec train`")
     ap.add_argument("--base", default="HEAD", help="the git revision to compare against (default HEAD)")
+    ap.add_argument(
+        "--base-package",
+        help="a copy of an earlier installed probexec package (compiled parts included) to run as the base",
+    )
     ap.add_argument("--simulator", default="tau_decay_coarse")
     ap.add_argument("--in-flight", type=int, default=32)
     ap.add_argument("--traces", type=int, default=1600)
@@ -126,8 +135,15 @@ def main() -> None:
         root = Path(tmp)
         script = root / "measure.py"
         script.write_text(MEASURE)
+        if args.base_package:
+            base_name = f"base {Path(args.base_package).resolve().parent.name}"
+            base_tree = root / "base"
+            shutil.copytree(args.base_package, base_tree / "probexec", ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            base_name = f"base {args.base}"
+            base_tree = make_tree(root, "base", base_sources(root, args.base))
         trees = {
-            f"base {args.base}": make_tree(root, "base", base_sources(root, args.base)),
+            base_name: base_tree,
             "working tree": make_tree(root, "work", REPO / "python" / "probexec"),
         }
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
@@ -154,7 +170,9 @@ def main() -> None:
         f"medians of {args.repeats}: driver CPU {summary['driver_cpu_ms']['base']:.2f} -> "
         f"{summary['driver_cpu_ms']['work']:.2f} ms a trace "
         f"({summary['driver_cpu_ms']['base'] / summary['driver_cpu_ms']['work']:.2f}x less), traces/s "
-        f"{summary['traces_per_s']['base']:.0f} -> {summary['traces_per_s']['work']:.0f}"
+        f"{summary['traces_per_s']['base']:.0f} -> {summary['traces_per_s']['work']:.0f}, simulators' CPU "
+        f"{summary['simulators_cpu_ms']['base']:.2f} -> {summary['simulators_cpu_ms']['work']:.2f} ms a trace "
+        f"({summary['simulators_cpu_ms']['base'] / summary['simulators_cpu_ms']['work']:.2f}x less)"
     )
     print(json.dumps({"args": vars(args), "runs": results, "medians": summary}))
 

@@ -313,6 +313,43 @@ def test_cpp_server_survives_engine_that_vanishes_mid_trace(server):
     assert "engine did not answer within" in s.stop()
 
 
+def _run_to_observe(s: Server, seed: int) -> tuple:
+    """Runs one per-draw trace of a calorimeter simulator, every draw made by the simulator, up to
+    its image Observe (392 kB: a message the server lends to ZeroMQ instead of copying)."""
+    reply = s.request(_core.encode_run(0, 1, seed))
+    while reply[0] != MessageType.OBSERVE:
+        if reply[0] == MessageType.SAMPLE:
+            reply = s.request(_core.encode_sample_result(np.zeros(0), draw_locally=True))
+        else:
+            assert reply[0] == MessageType.TAG, reply
+            reply = s.request(_core.encode_empty(int(MessageType.TAG_RESULT)))
+    return reply
+
+
+def _assert_image_intact(observe: tuple) -> None:
+    # The simulator's stddev is sqrt(max(mean, 0) + floor^2) per voxel: bytes overwritten or cut
+    # while ZeroMQ held them would break that relation.
+    mean, sd = (np.asarray(p) for p in observe[4])
+    assert mean.size == sd.size == 20 * 35 * 35
+    floor2 = sd**2 - np.maximum(mean, 0.0)
+    np.testing.assert_allclose(floor2, floor2.flat[0], rtol=1e-9, atol=1e-12)
+    assert floor2.flat[0] > 0
+
+
+def test_cpp_server_lends_large_messages_and_survives_an_engine_that_vanishes(server):
+    s = server("--timeout", "1", name="tau_decay_coarse")
+    assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
+    _assert_image_intact(_run_to_observe(s, seed=1))
+    s.sock.close(linger=0)  # gone without answering the lent Observe
+    time.sleep(1.5)
+    s.connect()
+    assert s.request(handshake_v2())[0] == MessageType.HANDSHAKE_RESULT
+    for seed in (2, 3):  # the buffer is reused for each message after the first lent one
+        _assert_image_intact(_run_to_observe(s, seed=seed))
+        assert s.request(_core.encode_empty(int(MessageType.OBSERVE_RESULT)))[0] == MessageType.RUN_RESULT
+    assert "engine did not answer within" in s.stop()
+
+
 # An engine that starts a simulator and is then SIGKILLed (the OOM killer, a Slurm job's time
 # limit): the server must not idle on its core for ever.
 _DOOMED_ENGINE = """

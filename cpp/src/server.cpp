@@ -200,7 +200,7 @@ class Server {
   // peers the first time the id travels) and the name.
   std::pair<flatbuffers::Offset<flatbuffers::String>, flatbuffers::Offset<flatbuffers::String>> begin_draw_message(
       std::uint64_t id) {
-    fbb_.Clear();
+    clear_builder();
     const auto& info = address_book().info(id);
     bool with_address = !v2() || !sent_.count(id);
     auto addr = fbb_.CreateString(with_address ? info.address : std::string());
@@ -224,7 +224,20 @@ class Server {
   void log(const std::string& what) const {
     if (!opts_.quiet) std::cerr << "[probexec " << model_name_ << "] " << what << std::endl;
   }
-  void send_built() { socket_->send(fbb_.GetBufferPointer(), fbb_.GetSize()); }
+  // Messages this large are lent to ZeroMQ rather than copied: an Observe of an image, a TraceBatch.
+  static constexpr std::size_t kLendFrom = 64 * 1024;
+  void send_built() {
+    if (fbb_.GetSize() >= kLendFrom) {
+      socket_->send_lent(fbb_.GetBufferPointer(), fbb_.GetSize(), out_released_);
+    } else {
+      socket_->send(fbb_.GetBufferPointer(), fbb_.GetSize());
+    }
+  }
+  // Every message is built after this: the last one's bytes may still be lent to ZeroMQ.
+  void clear_builder() {
+    wait_released(out_released_);
+    fbb_.Clear();
+  }
   void reply_error(const std::string& message, const std::string& kind);
   void reply_empty(ppx::MessageBody type);
   void handle(const ppx::Message* msg);
@@ -242,8 +255,11 @@ class Server {
   Model model_;
   std::string model_name_;
   Options opts_;
-  std::unique_ptr<Socket> socket_;
+  // Declared before the socket, so they outlive it: ZeroMQ may read a lent message and set
+  // `out_released_` until the socket is closed.
   Builder fbb_{1024};
+  std::atomic<bool> out_released_{true};
+  std::unique_ptr<Socket> socket_;
   LocalContext local_;
   DrawRecorder pending_;
   std::unordered_set<std::uint64_t> sent_;
@@ -294,7 +310,7 @@ const ppx::Message* Server::request(ppx::MessageBody expected) {
 }
 
 void Server::reply_error(const std::string& message, const std::string& kind) {
-  fbb_.Clear();
+  clear_builder();
   if (v2()) {
     finish(fbb_, ppx::CreateErrorDirect(fbb_, message.c_str(), kind.c_str()), ppx::MessageBody::Error);
   } else {
@@ -305,7 +321,7 @@ void Server::reply_error(const std::string& message, const std::string& kind) {
 }
 
 void Server::reply_empty(ppx::MessageBody type) {
-  fbb_.Clear();
+  clear_builder();
   flatbuffers::Offset<void> body;
   switch (type) {
     case ppx::MessageBody::Reset: body = ppx::CreateReset(fbb_).Union(); break;
@@ -318,7 +334,7 @@ void Server::reply_empty(ppx::MessageBody type) {
 
 void Server::handshake(const ppx::Handshake* h) {
   std::uint32_t peer = h->protocol_version();
-  fbb_.Clear();
+  clear_builder();
   std::vector<std::string> caps(std::begin(kCapabilities), std::end(kCapabilities));
   if (peer != 0 && peer != protocol_version) {
     std::string what = "incompatible protocol version: engine speaks " + std::to_string(peer) + ", simulator '" + model_name_ +
@@ -373,7 +389,7 @@ void Server::run_per_draw(const ppx::Run* run) {
     reply_error("model '" + model_name_ + "' threw a non-standard exception", "model");
     return;
   }
-  fbb_.Clear();
+  clear_builder();
   auto res = write_tensor(fbb_, result);
   flatbuffers::Offset<ppx::DrawBatch> local = v2() && !pending_.empty() ? pending_.write(fbb_, sent_, false) : 0;
   pending_.clear();
@@ -412,7 +428,7 @@ void Server::run_stream(const ppx::Run* run) {
 }
 
 void Server::send_traces(DrawRecorder& rec, const std::vector<std::string>& errors) {
-  fbb_.Clear();
+  clear_builder();
   auto batch = rec.write(fbb_, sent_, true);
   auto errs = fbb_.CreateVectorOfStrings(errors);
   finish(fbb_, ppx::CreateTraceBatch(fbb_, batch, errs), ppx::MessageBody::TraceBatch);
@@ -487,7 +503,7 @@ int Server::loop() {
       } else {
         // Before any handshake the peer's version is unknown: an Error table is harmless to a
         // v1 peer too (an unknown union member, which it reports as out of sync).
-        fbb_.Clear();
+        clear_builder();
         finish(fbb_, ppx::CreateErrorDirect(fbb_, e.what(), "protocol"), ppx::MessageBody::Error);
         send_built();
       }

@@ -144,16 +144,36 @@ std::size_t Distribution::value_numel() const {
   return n;
 }
 
-Distribution Normal(Tensor mean, Tensor stddev) { return Distribution(DistType::Normal, {std::move(mean), std::move(stddev)}); }
-Distribution Uniform(Tensor low, Tensor high) { return Distribution(DistType::Uniform, {std::move(low), std::move(high)}); }
-Distribution Categorical(Tensor probs) { return Distribution(DistType::Categorical, {std::move(probs)}); }
-Distribution Poisson(Tensor rate) { return Distribution(DistType::Poisson, {std::move(rate)}); }
-Distribution Bernoulli(Tensor probs) { return Distribution(DistType::Bernoulli, {std::move(probs)}); }
-Distribution Beta(Tensor c1, Tensor c0) { return Distribution(DistType::Beta, {std::move(c1), std::move(c0)}); }
-Distribution Exponential(Tensor rate) { return Distribution(DistType::Exponential, {std::move(rate)}); }
-Distribution Gamma(Tensor concentration, Tensor rate) { return Distribution(DistType::Gamma, {std::move(concentration), std::move(rate)}); }
-Distribution LogNormal(Tensor loc, Tensor scale) { return Distribution(DistType::LogNormal, {std::move(loc), std::move(scale)}); }
-Distribution Binomial(Tensor total_count, Tensor probs) { return Distribution(DistType::Binomial, {std::move(total_count), std::move(probs)}); }
-Distribution Weibull(Tensor scale, Tensor concentration) { return Distribution(DistType::Weibull, {std::move(scale), std::move(concentration)}); }
+namespace {
+
+// The parameters are moved into the distribution. A braced list would copy them (its elements
+// are const), and a calorimeter image's mean and stddev are 24 500 values each.
+Distribution make(DistType type, Tensor a) {
+  std::vector<Tensor> params;
+  params.push_back(std::move(a));
+  return Distribution(type, std::move(params));
+}
+
+Distribution make(DistType type, Tensor a, Tensor b) {
+  std::vector<Tensor> params;
+  params.reserve(2);
+  params.push_back(std::move(a));
+  params.push_back(std::move(b));
+  return Distribution(type, std::move(params));
+}
+
+}  // namespace
+
+Distribution Normal(Tensor mean, Tensor stddev) { return make(DistType::Normal, std::move(mean), std::move(stddev)); }
+Distribution Uniform(Tensor low, Tensor high) { return make(DistType::Uniform, std::move(low), std::move(high)); }
+Distribution Categorical(Tensor probs) { return make(DistType::Categorical, std::move(probs)); }
+Distribution Poisson(Tensor rate) { return make(DistType::Poisson, std::move(rate)); }
+Distribution Bernoulli(Tensor probs) { return make(DistType::Bernoulli, std::move(probs)); }
+Distribution Beta(Tensor c1, Tensor c0) { return make(DistType::Beta, std::move(c1), std::move(c0)); }
+Distribution Exponential(Tensor rate) { return make(DistType::Exponential, std::move(rate)); }
+Distribution Gamma(Tensor concentration, Tensor rate) { return make(DistType::Gamma, std::move(concentration), std::move(rate)); }
+Distribution LogNormal(Tensor loc, Tensor scale) { return make(DistType::LogNormal, std::move(loc), std::move(scale)); }
+Distribution Binomial(Tensor total_count, Tensor probs) { return make(DistType::Binomial, std::move(total_count), std::move(probs)); }
+Distribution Weibull(Tensor scale, Tensor concentration) { return make(DistType::Weibull, std::move(scale), std::move(concentration)); }
 
 }  // namespace probexec

@@ -1,6 +1,8 @@
 #include "transport.hpp"
 
 #include <cerrno>
+#include <chrono>
+#include <thread>
 
 namespace probexec::detail {
 
@@ -35,6 +37,40 @@ void Socket::bind(const std::string& address) {
 void Socket::send(const void* data, std::size_t size) {
   while (zmq_send(sock_, data, size, 0) < 0) {
     if (zmq_errno() != EINTR) fail("zmq_send");
+  }
+}
+
+void Socket::send_lent(const void* data, std::size_t size, std::atomic<bool>& released) {
+  released.store(false, std::memory_order_relaxed);
+  zmq_msg_t msg;
+  auto release = [](void*, void* hint) { static_cast<std::atomic<bool>*>(hint)->store(true, std::memory_order_release); };
+  if (zmq_msg_init_data(&msg, const_cast<void*>(data), size, release, &released) != 0) {
+    released.store(true, std::memory_order_relaxed);
+    fail("zmq_msg_init_data");
+  }
+  while (zmq_msg_send(&msg, sock_, 0) < 0) {
+    if (zmq_errno() != EINTR) {
+      const int err = zmq_errno();
+      zmq_msg_close(&msg);  // not sent: ours to close, which releases the bytes
+      errno = err;
+      fail("zmq_msg_send");
+    }
+  }
+}
+
+void wait_released(const std::atomic<bool>& released, double limit_s) {
+  if (released.load(std::memory_order_acquire)) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (unsigned spins = 1; !released.load(std::memory_order_acquire); ++spins) {
+    if (spins < 1000) {
+      std::this_thread::yield();
+      continue;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (spins % 1000 == 0 && std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > limit_s) {
+      throw error("probexec: ZeroMQ still holds the last message sent after " + std::to_string(limit_s) +
+                  " s; the outgoing buffer cannot be reused");
+    }
   }
 }
 
