@@ -138,7 +138,9 @@ def main() -> None:
         if args.base_package:
             base_name = f"base {Path(args.base_package).resolve().parent.name}"
             base_tree = root / "base"
-            shutil.copytree(args.base_package, base_tree / "probexec", ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                args.base_package, base_tree / "probexec", ignore=shutil.ignore_patterns("__pycache__")
+            )
         else:
             base_name = f"base {args.base}"
             base_tree = make_tree(root, "base", base_sources(root, args.base))
