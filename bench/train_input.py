@@ -36,6 +36,7 @@ import torch
 from probexec.cores import usable_cores
 from probexec.data import DatasetWriter, TraceDataset
 from probexec.data.batch_process import PipelineConfig, Plan, epoch_minibatches, epoch_rng
+from probexec.data.dataset import close_readers
 from probexec.nn.batcher import BatchProcess, EpochFeed, PreparedBatch
 from probexec.nn.training import Prefetcher, prepare
 from probexec.remote import RemoteModel
@@ -131,8 +132,7 @@ def in_process(config: PipelineConfig, epochs: int, device: torch.device, step_m
         return consume(start, feeds(), device, step_ms)
     finally:
         if readers is not None:
-            readers.terminate()
-            readers.join()
+            close_readers(readers)
 
 
 def batch_process(

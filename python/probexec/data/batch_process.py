@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from probexec.data.batches import minibatches
-from probexec.data.dataset import TraceDataset
+from probexec.data.dataset import TraceDataset, close_readers
 from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.data.sparse import SparseRows
 
@@ -415,5 +415,4 @@ def run_batcher(commands: Any, out: Any) -> None:
             link.flush()
     finally:
         if readers is not None:
-            readers.terminate()
-            readers.join()
+            close_readers(readers)

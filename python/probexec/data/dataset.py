@@ -405,17 +405,20 @@ class TraceDataset:
         if readers is not None:
             yield from self._groups_of(_read_ahead(readers, shards))
         elif workers > 0:
-            with self.reader_pool(workers) as pool:
+            pool = self.reader_pool(workers)
+            try:
                 yield from self._groups_of(_read_ahead(pool, shards))
+            finally:
+                close_readers(pool)
         else:
             yield from self._groups_of(
                 _load_shard(s, self.addresses, self.observations, traces=False) for s in shards
             )
 
     def reader_pool(self, workers: int) -> Any:
-        """A pool of `workers` shard-reading processes for `iter_groups(readers=...)` (a context
-        manager: leaving it ends them). Spawned, not forked: the trainer may hold CUDA and OpenMP
-        state that a fork must not copy."""
+        """A pool of `workers` shard-reading processes for `iter_groups(readers=...)`; end it with
+        `close_readers`. Spawned, not forked: the trainer may hold CUDA and OpenMP state that a
+        fork must not copy."""
         import multiprocessing as mp
 
         return mp.get_context("spawn").Pool(workers, initializer=_reader_init, initargs=(self.observations,))
@@ -450,6 +453,23 @@ def _load_shard(
             ob.shape = tuple(observations[name]["shape"])
         _ = g.layout.key  # computed (and cached) here: in a reader process, not the trainer's
     return (batch, groups) if traces else groups
+
+
+def close_readers(pool: Any, timeout: float = 60.0) -> None:
+    """Ends a `reader_pool` by letting its readers finish the shards they hold, then stop.
+
+    `Pool.terminate()` (what leaving `with Pool(...)` does) kills readers that may be sending a
+    result, and one killed while it holds the result queue's write lock leaves the pool's own
+    shutdown waiting for that lock for ever. That hung `iter_groups(workers=2)` when a damaged
+    shard stopped it with shards still being read. Only a reader still busy after `timeout`
+    seconds (a hung file system) is killed."""
+    pool.close()
+    joiner = threading.Thread(target=pool.join, name="probexec-readers-join", daemon=True)
+    joiner.start()
+    joiner.join(timeout)
+    if joiner.is_alive():
+        pool.terminate()
+        joiner.join(timeout)
 
 
 def _read_ahead(pool: Any, shards: list[ShardInfo]) -> Iterator[list[TypeGroup] | str]:

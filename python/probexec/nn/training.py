@@ -30,7 +30,7 @@ from tqdm import tqdm
 from probexec.cores import usable_cores
 from probexec.data.batch_process import PipelineConfig, Plan, epoch_minibatches, epoch_rng, host_batch
 from probexec.data.batches import minibatches
-from probexec.data.dataset import TraceDataset
+from probexec.data.dataset import TraceDataset, close_readers
 from probexec.data.layout import TypeGroup, split_by_type
 from probexec.errors import ProbexecError
 from probexec.nn.batcher import BatchProcess, EpochFeed, PreparedBatch, prepared_from_arrays
@@ -380,8 +380,7 @@ def train(
         if batcher is not None:
             batcher.close()
         if readers is not None:
-            readers.terminate()
-            readers.join()
+            close_readers(readers)
 
 
 def _train(
