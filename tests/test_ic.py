@@ -22,6 +22,7 @@ import torch
 
 from conftest import assert_close, child_processes, process_alive, weighted_moment_errors
 from probexec.data import DatasetError, DatasetWriter, TraceDataset, minibatches
+from probexec.data.dataset import close_readers
 from probexec.data.layout import TypeGroup, TypeLayout
 from probexec.data.sparse import SparseRows
 from probexec.inference.ic import ic_posterior
@@ -138,6 +139,22 @@ def test_dataset_shards_from_parallel_writers_checksums_and_corruption(tmp_path)
     skip = TraceDataset(d, on_corrupt="skip")
     with pytest.warns(UserWarning, match=victim.name):
         assert sum(len(g) for g in skip.iter_groups(workers=2)) == n
+
+
+def test_shard_readers_end_by_finishing_their_shards_not_by_being_killed(tmp_path):
+    # Pool.terminate() killed readers that could be sending a result; one killed holding the
+    # result queue's lock hung the pool's shutdown for ever (iter_groups on a damaged shard, CI).
+    with RemoteModel("branching") as m, DatasetWriter(tmp_path / "d", "branching", shard_traces=100) as w:
+        for i in range(8):
+            w.add(m.stream(100, seed=i))
+    ds = TraceDataset(tmp_path / "d")
+    pool = ds.reader_pool(2)
+    readers = list(pool._pool)  # the processes, to read their exit codes once ended
+    groups = ds.iter_groups(readers=pool)
+    next(groups)  # left early: shards are still being read
+    groups.close()
+    close_readers(pool)
+    assert [p.exitcode for p in readers] == [0, 0]  # ended by their stop sentinel, not SIGTERM
 
 
 def test_writer_buffers_chunks_into_shards_and_close_writes_the_rest(tmp_path):
