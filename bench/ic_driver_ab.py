@@ -36,7 +36,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 # Runs in a child process whose `probexec` is one of the two trees.
-MEASURE = r"""
+MEASURE = (
+    f"BENCH_DIR = {str(Path(__file__).resolve().parent)!r}\n"
+    + r"""
 import json, os, sys, time
 import torch
 from probexec.inference.ic import ic_posterior
@@ -45,13 +47,8 @@ from probexec.inference.prior import sample_prior
 from probexec.nn import load_checkpoint
 from probexec.simulators import get_simulator
 
-def cpu_of(pids):
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, BENCH_DIR)
+from proc_cpu import cpu_of
 
 if __name__ == "__main__":
     network, simulator, k, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -73,6 +70,7 @@ if __name__ == "__main__":
         "ess": post.ess,
     }))
 """
+)
 
 
 def installed_package() -> Path:

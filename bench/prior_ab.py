@@ -20,18 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-MEASURE = r"""
+MEASURE = (
+    f"BENCH_DIR = {str(Path(__file__).resolve().parent)!r}\n"
+    + r"""
 import json, os, sys, time
 from probexec.inference.pool import remote_pool
 from probexec.inference.prior import sample_prior
 
-def cpu_of(pids):
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, BENCH_DIR)
+from proc_cpu import cpu_of
 
 simulator, workers, n_stream, n_draw = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 out = {}
@@ -44,6 +41,7 @@ with remote_pool(simulator, workers=workers) as pool:
         out[mode] = {"traces_per_s": n / (time.perf_counter() - t0), "simulators_cpu_ms": 1e3 * (cpu_of(pids) - c0) / n}
 print(json.dumps(out))
 """
+)
 
 
 def main() -> None:
