@@ -28,6 +28,20 @@ def test_simulators_lists_names_latents_and_observations():
     assert "gum_marsaglia" in text and "latents: mu" in text
 
 
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`probexec simulators | head -1`: the reader leaves before the output ends. That is no
+    error of ours to print a traceback for."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line
+    try:
+        proc = subprocess.run(
+            [*CLI, "simulators", "--all"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+
+
 def test_serve_runs_a_simulator_for_a_remote_engine(tmp_path):
     address = f"ipc://{tmp_path}/served.sock"
     proc = subprocess.Popen([*CLI, "serve", "branching", "--address", address, "--quiet"])

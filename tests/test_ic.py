@@ -728,7 +728,8 @@ def test_auto_processes_count_every_stratum(branching_checkpoint, monkeypatch):
     """`--stratify` runs -n traces per value: `--processes auto` sizes the drivers by all of them
     (on 16 cores one driver per 1 000 traces, at most 4: 9 values of 250 traces get 2 drivers, 10 of
     400 get 4, where one value's traces alone would get 1)."""
-    import probexec.cli as cli_module
+    import probexec.cli.posterior as cli_module
+    from probexec.cli import build_parser
     import probexec.inference.ic_drivers as ic_drivers
     from probexec.simulators import get_simulator
 
@@ -747,7 +748,7 @@ def test_auto_processes_count_every_stratum(branching_checkpoint, monkeypatch):
         ("250", "r=0,1,2,3,4,5,6,7,8", 2),
         ("400", "r=0,1,2,3,4,5,6,7,8,9", 4),
     ):
-        args = cli_module.build_parser().parse_args(
+        args = build_parser().parse_args(
             ["posterior", "branching", "--engine", "ic", "--network", str(path), "-n", n, "--stratify", stratify,
              "-o", "unused"]
         )  # fmt: skip
