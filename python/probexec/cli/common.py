@@ -30,6 +30,8 @@ def strict_json(obj: Any) -> str:
 
 
 def observations(args: argparse.Namespace, info: Any) -> dict[str, np.ndarray]:
+    """What to condition on: the simulator's default observations, then `--observe-file`, then
+    each `--observe`, later ones winning; names and shapes checked before any simulator starts."""
     from probexec.conditioning import check_observations, load_observe_file, parse_observe_items
 
     observe: dict[str, Any] = dict(info.default_observations)

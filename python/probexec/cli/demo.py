@@ -239,6 +239,7 @@ def _demo_gum(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
+    """Adds `probexec demo` and its options."""
     s = sub.add_parser("demo", help="a short end-to-end run: tau decay inference (default) or the GUM model")
     s.add_argument(
         "--model",

@@ -322,6 +322,7 @@ def _strata_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def add_parsers(sub: Any) -> None:
+    """Adds `probexec posterior` and its options."""
     s = sub.add_parser("posterior", help="posterior inference on a built-in simulator")
     s.add_argument("simulator")
     s.add_argument("--engine", choices=["is", "rmh", "smc", "ic"], default="is")

@@ -142,6 +142,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
+    """Adds `probexec simulators`, `serve`, `simulate` and `prior`, with their options."""
     s = sub.add_parser("simulators", help="list the built-in simulators with their latent and observed names")
     s.add_argument("--json", action="store_true")
     s.add_argument("--all", action="store_true", help="include the test-only models")

@@ -194,6 +194,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
+    """Adds `probexec train` and `evaluate`, with their options."""
     s = sub.add_parser("train", help="train a proposal network for inference compilation (--engine ic)")
     s.add_argument("simulator")
     s.add_argument("--data", help="dataset directory from `probexec prior` (omit to train online)")
