@@ -729,8 +729,8 @@ def test_auto_processes_count_every_stratum(branching_checkpoint, monkeypatch):
     (on 16 cores one driver per 1 000 traces, at most 4: 9 values of 250 traces get 2 drivers, 10 of
     400 get 4, where one value's traces alone would get 1)."""
     import probexec.cli.posterior as cli_module
-    from probexec.cli import build_parser
     import probexec.inference.ic_drivers as ic_drivers
+    from probexec.cli import build_parser
     from probexec.simulators import get_simulator
 
     started: list[int] = []
