@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +14,9 @@ import numpy as np
 import pytest
 
 import probexec
+
+PREFIX = Path(sys.prefix)
+EXAMPLE_SIMULATOR = Path(__file__).resolve().parent.parent / "examples" / "my_simulator" / "main.cpp"
 
 
 @pytest.fixture
@@ -89,3 +96,46 @@ def child_processes(parents: set[int]) -> set[int]:
             if fields is not None and fields[0] not in ("Z", "X") and int(fields[1]) in parents:
                 out.add(int(d.name))
     return out
+
+
+# --- simulators built outside this repository, as their authors build them ----------------------
+def build_tool(name: str) -> str | None:
+    """`name` from this environment's bin/ (pip's cmake, ninja) if there, else from PATH."""
+    local = PREFIX / "bin" / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which(name)
+
+
+def run_checked(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited with {proc.returncode}\n"
+        f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout
+
+
+def build_with_pkg_config(src: Path, output: str = "sim") -> Path:
+    """`src/main.cpp` compiled and linked against the installed front end with plain g++ and
+    `pkg-config --cflags --libs probexec`, into `src/output`."""
+    pkg_config = build_tool("pkg-config")
+    if pkg_config is None:
+        pytest.skip("pkg-config is not installed")
+    env = dict(os.environ)
+    pc_path = [str(PREFIX / "lib" / "pkgconfig")]
+    if env.get("PKG_CONFIG_PATH"):
+        pc_path.append(env["PKG_CONFIG_PATH"])
+    env["PKG_CONFIG_PATH"] = os.pathsep.join(pc_path)
+    flags = run_checked([pkg_config, "--cflags", "--libs", "probexec"], src, env=env).split()
+    exe = src / output
+    run_checked(["g++", "-O1", "-g", "main.cpp", "-o", str(exe), *flags], src, env=env, timeout=120)
+    return exe
+
+
+@pytest.fixture(scope="session")
+def my_simulator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's example simulator (`examples/my_simulator`), built once per test session."""
+    src = tmp_path_factory.mktemp("my_simulator")
+    shutil.copy(EXAMPLE_SIMULATOR, src / "main.cpp")
+    return build_with_pkg_config(src, "my_simulator")

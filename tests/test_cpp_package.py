@@ -4,18 +4,13 @@ with plain g++ and pkg-config, then run standalone and driven by the engine."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import probexec
-
-PREFIX = Path(sys.prefix)
+from conftest import PREFIX, build_tool, build_with_pkg_config, run_checked
 
 MAIN_CPP = r"""
 #include <probexec/probexec.hpp>
@@ -40,54 +35,22 @@ target_link_libraries(sim PRIVATE probexec::probexec)
 """
 
 
-def _tool(name: str) -> str | None:
-    """`name` from this environment's bin/ (pip's cmake, ninja) if there, else from PATH."""
-    local = PREFIX / "bin" / name
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    return shutil.which(name)
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} exited with {proc.returncode}\n"
-        f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
-
-
 def _build_with_cmake(src: Path) -> Path:
-    cmake = _tool("cmake")
+    cmake = build_tool("cmake")
     if cmake is None:
         pytest.skip("cmake is not installed")
-    if _tool("pkg-config") is None:
+    if build_tool("pkg-config") is None:
         pytest.skip("pkg-config is not installed (probexecConfig.cmake finds libzmq through it)")
     build = src / "build"
     cmd = [cmake, "-S", str(src), "-B", str(build), f"-DCMAKE_PREFIX_PATH={PREFIX}"]
     cmd.append("-DCMAKE_BUILD_TYPE=RelWithDebInfo")
-    ninja = _tool("ninja")
+    ninja = build_tool("ninja")
     if ninja is not None:
         cmd += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-    _run(cmd, src)
-    _run([cmake, "--build", str(build)], src, timeout=120)
+    run_checked(cmd, src)
+    run_checked([cmake, "--build", str(build)], src, timeout=120)
     exe = build / "sim"
     assert exe.is_file()
-    return exe
-
-
-def _build_with_pkg_config(src: Path) -> Path:
-    pkg_config = _tool("pkg-config")
-    if pkg_config is None:
-        pytest.skip("pkg-config is not installed")
-    env = dict(os.environ)
-    pc_path = [str(PREFIX / "lib" / "pkgconfig")]
-    if env.get("PKG_CONFIG_PATH"):
-        pc_path.append(env["PKG_CONFIG_PATH"])
-    env["PKG_CONFIG_PATH"] = os.pathsep.join(pc_path)
-    flags = _run([pkg_config, "--cflags", "--libs", "probexec"], src, env=env).split()
-    exe = src / "sim"
-    _run(["g++", "-O1", "-g", "main.cpp", "-o", str(exe), *flags], src, env=env, timeout=120)
     return exe
 
 
@@ -95,17 +58,19 @@ def _build_with_pkg_config(src: Path) -> Path:
 def test_out_of_tree_simulator(tmp_path: Path, how: str) -> None:
     (tmp_path / "main.cpp").write_text(MAIN_CPP)
     (tmp_path / "CMakeLists.txt").write_text(CMAKE_LISTS)
-    exe = _build_with_cmake(tmp_path) if how == "cmake" else _build_with_pkg_config(tmp_path)
+    exe = _build_with_cmake(tmp_path) if how == "cmake" else build_with_pkg_config(tmp_path)
 
     # Standalone: the instrumented program still runs as a plain simulator.
-    out = _run([str(exe), "--standalone", "--seed", "3", "--traces", "5"], tmp_path, timeout=30)
+    out = run_checked([str(exe), "--standalone", "--seed", "3", "--traces", "5"], tmp_path, timeout=30)
     lines = [line for line in out.splitlines() if line.startswith("trace ")]
     assert len(lines) == 5, out
     for k, line in enumerate(lines):
         assert line.startswith(f"trace {k}: 2 draws, result "), line
         assert np.isfinite(float(line.split("result")[1]))
     # Same seed, same output.
-    assert _run([str(exe), "--standalone", "--seed", "3", "--traces", "5"], tmp_path, timeout=30) == out
+    assert (
+        run_checked([str(exe), "--standalone", "--seed", "3", "--traces", "5"], tmp_path, timeout=30) == out
+    )
 
     # Driven by the engine, draw by draw.
     model = probexec.RemoteModel(executable=exe, timeout=20)
@@ -176,8 +141,8 @@ def test_address_ids_survive_a_rebuild_with_other_code_moved(tmp_path: Path) -> 
         src = tmp_path / f"build{k}"
         src.mkdir()
         (src / "main.cpp").write_text(STABLE_CPP.replace("PADDING", padding))
-        builds.append(_build_with_pkg_config(src))
-    sizes = [_run(["nm", "-C", str(b)], tmp_path) for b in builds]
+        builds.append(build_with_pkg_config(src))
+    sizes = [run_checked(["nm", "-C", str(b)], tmp_path) for b in builds]
     moved = [next(line.split()[0] for line in s.splitlines() if "model()" in line) for s in sizes]
     assert moved[0] != moved[1], "the padding did not move the model's code; the test proves nothing"
     first, second = (_address_ids(b) for b in builds)

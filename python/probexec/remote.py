@@ -38,7 +38,7 @@ from probexec.handlers import Draw, Handler, apply
 from probexec.model import Model
 from probexec.protocol.messages import CAPABILITIES, PROTOCOL_VERSION, MessageType, RunMode
 from probexec.protocol.transport import Connection
-from probexec.simulators import get_simulator
+from probexec.simulators import SimulatorInfo, get_simulator
 from probexec.trace import (
     FLAG_CONTROLLED,
     FLAG_OBSERVED,
@@ -84,7 +84,8 @@ class RemoteModel(Model):
 
     Parameters
     ----------
-    simulator: name of a built-in simulator (`probexec simulators` lists them).
+    simulator: name of a built-in simulator (`probexec simulators` lists them), the path of your
+        own simulator's executable (`./my_simulator`), or a `SimulatorInfo`.
     address: connect to this server instead of starting one (`ipc://...`, `tcp://host:port`).
     executable: start this server executable instead of a built-in one.
     transport: "ipc" (default) or "tcp" (loopback, a free port) for simulators started here.
@@ -96,7 +97,7 @@ class RemoteModel(Model):
 
     def __init__(
         self,
-        simulator: str | None = None,
+        simulator: str | SimulatorInfo | None = None,
         *,
         address: str | None = None,
         executable: str | os.PathLike[str] | None = None,
@@ -113,7 +114,7 @@ class RemoteModel(Model):
         if simulator is None and address is None and executable is None:
             raise ValueError("RemoteModel needs a simulator name, an address or an executable")
         self.info = get_simulator(simulator) if simulator is not None else None
-        self.name = simulator or (Path(executable).name if executable else str(address))
+        self.name = self.info.name if self.info else (Path(executable).name if executable else str(address))
         self._external_address = address
         self._executable = Path(executable) if executable else (self.info.path() if self.info else None)
         self._args = [*(self.info.args if self.info else ()), *args]

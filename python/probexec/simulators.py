@@ -1,4 +1,5 @@
-"""The built-in simulators: their executables, latent and observed names, default observations."""
+"""The built-in simulators: their executables, latent and observed names, default observations.
+`get_simulator` also takes the path of a simulator of your own (`own_simulator.py`)."""
 
 from __future__ import annotations
 
@@ -163,9 +164,20 @@ SIMULATORS: dict[str, SimulatorInfo] = {
 }
 
 
-def get_simulator(name: str) -> SimulatorInfo:
-    try:
-        return SIMULATORS[name]
-    except KeyError:
-        known = ", ".join(sorted(SIMULATORS))
-        raise KeyError(f"unknown simulator {name!r}; built-in simulators: {known}") from None
+def get_simulator(spec: str | SimulatorInfo) -> SimulatorInfo:
+    """A built-in simulator by name, or your own by the path of its executable (`./my_simulator`,
+    anything with a `/`), described from a few of its prior traces. A `SimulatorInfo` is returned
+    as it is, so that one described executable can be handed on to pools and driver processes."""
+    if isinstance(spec, SimulatorInfo):
+        return spec
+    if spec in SIMULATORS:
+        return SIMULATORS[spec]
+    from probexec.own_simulator import describe_executable, is_executable_path
+
+    if is_executable_path(spec):
+        return describe_executable(spec)
+    known = ", ".join(sorted(SIMULATORS))
+    raise KeyError(
+        f"unknown simulator {spec!r}; built-in simulators: {known}; or give the path of your own "
+        f"simulator's executable (with a /, e.g. ./{spec})"
+    )

@@ -39,7 +39,9 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--binary", help="simulator executable, to resolve file:line of addresses that arrived without one"
     )
     p.add_argument(
-        "--sbc", metavar="SIM", help="also run simulation-based calibration on this built-in simulator"
+        "--sbc",
+        metavar="SIM",
+        help="also run simulation-based calibration on this simulator (a built-in's name or your own executable's path)",
     )
     p.add_argument("--sbc-engine", default="is")
     p.add_argument("--sbc-simulations", type=int, default=100)

@@ -12,6 +12,11 @@ import numpy as np
 
 from probexec.inference.ic_adapt import AdaptOptions
 
+SIMULATOR_HELP = (
+    "a built-in simulator's name (`probexec simulators`) or the path of your own simulator's executable "
+    "(with a /, e.g. ./my_simulator)"
+)
+
 
 def _finite_or_none(obj: Any) -> Any:
     if isinstance(obj, float):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from probexec.cli.common import adapt_options, add_adapt_arguments, observations, strict_json
+from probexec.cli.common import SIMULATOR_HELP, adapt_options, add_adapt_arguments, observations, strict_json
 from probexec.cores import usable_cores
 from probexec.inference.defensive import check_defensive, check_mixture
 from probexec.inference.strata import DEFAULT_KEEP_NATS, POOLED_ENGINES
@@ -39,6 +39,12 @@ def _cmd_posterior(args: argparse.Namespace) -> int:
     if args.events:
         return _posterior_events(args, info)
     observe = observations(args, info)  # checked before any simulator starts
+    if info.observed and not observe and not args.quiet:
+        print(
+            f"note: nothing is observed, so this posterior is the prior; {info.name} observes "
+            f"{', '.join(info.observed)} (--observe NAME=VALUE, --observe-file, --events)",
+            file=sys.stderr,
+        )
     try:
         with _posterior_runner(args, info, [observe], single=True) as run:
             posterior = run(observe, args.seed)
@@ -141,7 +147,7 @@ def _posterior_runner(
         options.update(likelihood_importance=args.likelihood_importance)
     if stratum is not None:
         options.update(stratify=stratum, stratify_pilot=args.stratify_pilot, stratify_keep=_keep_nats(args))
-    with remote_pool(args.simulator, workers=workers) as pool:
+    with remote_pool(info, workers=workers) as pool:
         yield lambda observe, seed: run_engine(pool, args.engine, args.n, observe, seed=seed, **options)
 
 
@@ -212,7 +218,7 @@ def _stratum_values(info: Any, name: str, values: list[float] | None) -> list[fl
 
     if values is not None:
         return values
-    with RemoteModel(info.name) as model:
+    with RemoteModel(info) as model:
         return stratum_values(model, name)
 
 
@@ -256,17 +262,15 @@ def _ic_runner(
     }
     if processes > 1 and single:  # one event: its start-up is part of its call (and its timeline)
         yield lambda observe, seed: ic_posterior_processes(
-            args.network, info.name, args.n, observe, processes=processes, in_flight=per_driver,
+            args.network, info, args.n, observe, processes=processes, in_flight=per_driver,
             seed=seed, device=device, **common,
         )  # fmt: skip
     elif processes > 1:
         del net  # each driver has its own copy
-        with ICDrivers(
-            args.network, info.name, processes=processes, in_flight=per_driver, device=device
-        ) as d:
+        with ICDrivers(args.network, info, processes=processes, in_flight=per_driver, device=device) as d:
             yield lambda observe, seed, n=args.n: d.posterior(n, observe, seed=seed, **common)
     else:
-        with remote_pool(info.name, workers=in_flight) as pool:
+        with remote_pool(info, workers=in_flight) as pool:
             yield lambda observe, seed, n=args.n: ic_posterior(
                 net, pool.models, n, observe, seed=seed, device=device, **common
             )
@@ -323,8 +327,10 @@ def _strata_lines(summary: dict[str, Any]) -> list[str]:
 
 def add_parsers(sub: Any) -> None:
     """Adds `probexec posterior` and its options."""
-    s = sub.add_parser("posterior", help="posterior inference on a built-in simulator")
-    s.add_argument("simulator")
+    s = sub.add_parser(
+        "posterior", help="posterior inference on a simulator: a built-in, or your own executable"
+    )
+    s.add_argument("simulator", help=SIMULATOR_HELP)
     s.add_argument("--engine", choices=["is", "rmh", "smc", "ic"], default="is")
     s.add_argument("--network", help="ic: the proposal network (from `probexec train`)")
     s.add_argument("--device", default=None, help="ic: cpu or cuda")

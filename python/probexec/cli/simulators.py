@@ -1,4 +1,4 @@
-"""`probexec simulators|serve|simulate|prior`: list the built-in simulators, serve one, and run
+"""`probexec simulators|serve|simulate|prior`: list the simulators (built-in, or describe your own), serve one, and run
 them for events to plot or for a dataset of prior traces."""
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from probexec.cli.common import strict_json
+from probexec.cli.common import SIMULATOR_HELP, strict_json
 
 
 def _cmd_simulators(args: argparse.Namespace) -> int:
-    from probexec.simulators import SIMULATORS
+    from probexec.simulators import SIMULATORS, get_simulator
 
-    rows = [s for s in SIMULATORS.values() if args.all or not s.test_only]
+    if args.executables:  # your own: what probexec reads off their prior traces
+        rows = [get_simulator(_as_path(e)) for e in args.executables]
+    else:
+        rows = [s for s in SIMULATORS.values() if args.all or not s.test_only]
     if args.json:
         print(
             json.dumps(
@@ -42,6 +45,13 @@ def _cmd_simulators(args: argparse.Namespace) -> int:
         )
         print(f"{s.name:16s} latents: {lat}\n{'':16s} observed: {obs}\n{'':16s} {s.description}")
     return 0
+
+
+def _as_path(executable: str) -> str:
+    """`my_simulator` in this folder as `./my_simulator`: here the argument can only be a file."""
+    from probexec.own_simulator import is_executable_path
+
+    return executable if is_executable_path(executable) else f"./{executable}"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -71,7 +81,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     t0 = time.perf_counter()
-    with remote_pool(args.simulator, workers=args.workers) as pool:
+    with remote_pool(info, workers=args.workers) as pool:
         batch = sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet)
     arrays: dict[str, np.ndarray] = {}
     for name in batch.addresses.names():
@@ -102,20 +112,20 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     from probexec.inference.prior import sample_prior
     from probexec.simulators import get_simulator
 
-    get_simulator(args.simulator)
+    info = get_simulator(args.simulator)
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     out = Path(args.output)
     t0 = time.perf_counter()
-    summary: dict[str, Any] = {"simulator": args.simulator, "num_traces": args.n}
-    with remote_pool(args.simulator, workers=args.workers) as pool:
+    summary: dict[str, Any] = {"simulator": info.name, "num_traces": args.n}
+    with remote_pool(info, workers=args.workers) as pool:
         if out.suffix == ".npz":
             out.parent.mkdir(parents=True, exist_ok=True)
             batch = sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet)
             batch.save(out)
             summary.update(file=str(out), bytes=out.stat().st_size, addresses=len(batch.addresses))
         else:
-            with DatasetWriter(out, args.simulator, shard_traces=args.shard_traces) as writer:
+            with DatasetWriter(out, info.name, shard_traces=args.shard_traces) as writer:
                 sample_prior(pool, args.n, seed=args.seed, progress=not args.quiet, sink=writer.add)
             st = writer.stats
             summary.update(
@@ -143,13 +153,24 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Adds `probexec simulators`, `serve`, `simulate` and `prior`, with their options."""
-    s = sub.add_parser("simulators", help="list the built-in simulators with their latent and observed names")
+    s = sub.add_parser(
+        "simulators",
+        help="list the built-in simulators with their latent and observed names; given executables of "
+        "your own, what their prior traces name",
+        description="Every command that takes a SIMULATOR takes a built-in's name or the path of your "
+        "own simulator's executable (with a /, e.g. ./my_simulator). For an executable, its latents "
+        "(named samples, then tags) and observations are read off its first prior traces, and its "
+        "name is the model name its serve() call announces.",
+    )
+    s.add_argument(
+        "executables", nargs="*", metavar="EXECUTABLE", help="your own simulators: describe these instead"
+    )
     s.add_argument("--json", action="store_true")
     s.add_argument("--all", action="store_true", help="include the test-only models")
     s.set_defaults(func=_cmd_simulators)
 
-    s = sub.add_parser("serve", help="run a built-in simulator's server in the foreground")
-    s.add_argument("simulator")
+    s = sub.add_parser("serve", help="run a simulator's server in the foreground")
+    s.add_argument("simulator", help=SIMULATOR_HELP)
     s.add_argument("--address", required=True, help="ipc://PATH or tcp://HOST:PORT to bind")
     s.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the engine inside a trace"
@@ -167,7 +188,7 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "simulate", help="simulate events (latents, tags, observations) into an .npz for plotting"
     )
-    s.add_argument("simulator")
+    s.add_argument("simulator", help=SIMULATOR_HELP)
     s.add_argument("-n", type=int, required=True)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("-o", "--output", required=True, help="FILE.npz")
@@ -176,7 +197,7 @@ def add_parsers(sub: Any) -> None:
     s.set_defaults(func=_cmd_simulate)
 
     s = sub.add_parser("prior", help="write a dataset of prior traces")
-    s.add_argument("simulator")
+    s.add_argument("simulator", help=SIMULATOR_HELP)
     s.add_argument("-n", type=int, required=True, help="number of traces")
     s.add_argument("-o", "--output", required=True, help="output directory")
     s.add_argument("--workers", type=int, default=None, help="simulator processes (default: one per core)")

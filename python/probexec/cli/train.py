@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from probexec.cli.common import strict_json
+from probexec.cli.common import SIMULATOR_HELP, strict_json
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if dataset is None and args.traces is None:
         raise ValueError("online training (no --data) needs --traces")
     # Online training draws from a simulator pool; offline needs none.
-    pools = remote_pool(info.name, workers=args.workers) if dataset is None else contextlib.nullcontext()
+    pools = remote_pool(info, workers=args.workers) if dataset is None else contextlib.nullcontext()
     with pools as pool:
         result = train(
             info.name,
@@ -196,7 +196,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     """Adds `probexec train` and `evaluate`, with their options."""
     s = sub.add_parser("train", help="train a proposal network for inference compilation (--engine ic)")
-    s.add_argument("simulator")
+    s.add_argument("simulator", help=SIMULATOR_HELP)
     s.add_argument("--data", help="dataset directory from `probexec prior` (omit to train online)")
     s.add_argument("-o", "--output", required=True, help="network checkpoint file (NET.pt)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

@@ -37,6 +37,7 @@ from probexec.inference.result import Posterior
 from probexec.lifeline import exit_with_parent
 from probexec.nn.checkpoint import load_checkpoint
 from probexec.nn.network import ProposalLSTM
+from probexec.simulators import SimulatorInfo, get_simulator
 from probexec.trace import TraceBatch
 
 _START_TIMEOUT_S = 300.0  # for a driver to import, load the network and start its simulators
@@ -60,7 +61,7 @@ def auto_processes(num_traces: int, cores: int) -> int:
 def _driver_main(
     conn: Connection,
     network: str,
-    simulator: str,
+    simulator: SimulatorInfo,
     in_flight: int,
     device: str,
     counts: Any,
@@ -78,7 +79,7 @@ def _driver_main(
         from probexec.nn.checkpoint import load_checkpoint
 
         startup = {"booted": booted}
-        net, _ = load_checkpoint(network, simulator=simulator, device=device)
+        net, _ = load_checkpoint(network, simulator=simulator.name, device=device)
         adapted: ProposalLSTM | None = None  # a copy for a task's adapted weights; `net` stays as trained
         startup["network_loaded"] = time.time() - created
         with remote_pool(simulator, workers=in_flight) as pool:
@@ -145,7 +146,7 @@ class ICDrivers:
     def __init__(
         self,
         network: str | Path,
-        simulator: str,
+        simulator: str | SimulatorInfo,
         *,
         processes: int,
         in_flight: int = 16,
@@ -156,7 +157,9 @@ class ICDrivers:
             raise ValueError(f"processes must be at least 1, got {processes}")
         if in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, got {in_flight}")
-        self.simulator = simulator
+        # Described here once (your own executable is run for its names), then handed to each driver.
+        self.info = get_simulator(simulator)
+        self.simulator = self.info.name
         self.in_flight = in_flight
         self.network = Path(network)
         self._adapt_base: ProposalLSTM | None = None  # the network, loaded here when adapting
@@ -170,7 +173,7 @@ class ICDrivers:
                 parent, child = ctx.Pipe()
                 p = ctx.Process(
                     target=_driver_main,
-                    args=(child, str(network), simulator, in_flight, device, self._counts, slot, created),
+                    args=(child, str(network), self.info, in_flight, device, self._counts, slot, created),
                     name=f"probexec-ic-driver-{slot}",
                     daemon=True,
                 )
@@ -370,7 +373,7 @@ class ICDrivers:
 
 def ic_posterior_processes(
     network: str | Path,
-    simulator: str,
+    simulator: str | SimulatorInfo,
     num_traces: int,
     observe: Mapping[str, Any],
     *,

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from probexec.cores import usable_cores
 from probexec.errors import ProbexecError, SimulatorDiedError, SimulatorTimeoutError
 from probexec.model import Model
+from probexec.simulators import SimulatorInfo
 from probexec.trace import AddressTable
 
 T = TypeVar("T")
@@ -136,8 +137,9 @@ class ModelPool:
         self.close()
 
 
-def remote_pool(simulator: str, workers: int | None = None, **kwargs: Any) -> ModelPool:
-    """A pool of `workers` servers of a built-in simulator (default: one per core)."""
+def remote_pool(simulator: str | SimulatorInfo, workers: int | None = None, **kwargs: Any) -> ModelPool:
+    """A pool of `workers` servers of a simulator (default: one per core): a built-in by name, your
+    own by its executable's path, or one described already (`get_simulator`)."""
     from probexec.remote import RemoteModel
 
     return ModelPool(
