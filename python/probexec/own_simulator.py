@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from probexec.simulators import SimulatorInfo
 
 DESCRIBE_TRACES = 64  # prior traces whose names make the description; a branch none reaches is missed
+DESCRIBE_SECONDS = 2.0  # fewer traces where they take long (a Geant4 event can take seconds); at least 1
 DESCRIBE_SEED = 0
 
 
@@ -30,7 +32,8 @@ def is_executable_path(spec: str) -> bool:
 
 def describe_executable(path: str | os.PathLike[str], traces: int = DESCRIBE_TRACES) -> SimulatorInfo:
     """The executable's name, latents (named samples, then tags) and observations with their
-    shapes, from `traces` prior traces (seed `DESCRIBE_SEED`). Cached while the file is unchanged."""
+    shapes, from `traces` prior traces (seed `DESCRIBE_SEED`), or as many as fit in about
+    `DESCRIBE_SECONDS`, at least one. Cached while the file is unchanged."""
     exe = Path(path).expanduser().resolve()
     if not exe.exists():
         raise FileNotFoundError(f"simulator executable {path} not found")
@@ -44,7 +47,7 @@ def describe_executable(path: str | os.PathLike[str], traces: int = DESCRIBE_TRA
 def _describe(exe: str, _mtime_ns: int, _size: int, traces: int) -> SimulatorInfo:
     from probexec.errors import ProbexecError, SimulatorError
     from probexec.remote import RemoteModel
-    from probexec.trace import OBSERVE, SAMPLE, TAG
+    from probexec.trace import OBSERVE, SAMPLE, TAG, TraceBatch
 
     try:
         model = RemoteModel(executable=exe)
@@ -54,11 +57,19 @@ def _describe(exe: str, _mtime_ns: int, _size: int, traces: int) -> SimulatorInf
             f"{e}\n{exe} does not serve probexec: is it a simulator built with probexec::serve?"
         ) from e
     with model:
-        batch = model.prior(traces, seed=DESCRIBE_SEED, progress=False)
+        t0 = time.perf_counter()
+        first_trace = model.prior(1, seed=DESCRIBE_SEED, progress=False)
+        more = min(traces - 1, int(DESCRIBE_SECONDS / max(time.perf_counter() - t0, 1e-6)))
+        parts = [first_trace]
+        if more > 0:
+            parts.append(model.prior(more, seed=DESCRIBE_SEED + 1, progress=False))
+        batch = TraceBatch.concat(parts)
         name = model.model_name or Path(exe).name
     failed = [e for e in batch.errors if e]
     if len(failed) == batch.num_traces:
-        raise SimulatorError(f"simulator {exe}: all {traces} prior traces failed; the first: {failed[0]}")
+        raise SimulatorError(
+            f"simulator {exe}: all {batch.num_traces} prior traces failed; the first: {failed[0]}"
+        )
     # Names in the order the traces first use them.
     ids, first = np.unique(batch.address_id, return_index=True)
     by_kind: dict[int, list[str]] = {SAMPLE: [], OBSERVE: [], TAG: []}
