@@ -134,3 +134,21 @@ def test_a_path_that_is_not_a_probexec_simulator_is_refused_clearly(tmp_path: Pa
     r = _cli("prior", str(script), "-n", "5", "-o", str(tmp_path / "d"))
     assert r.returncode == 1 and "does not serve probexec" in r.stderr
     assert isinstance(get_simulator("gum"), SimulatorInfo)
+
+
+def test_a_wrapper_script_passes_the_simulators_own_options(tmp_path: Path) -> None:
+    """A simulator that needs its own options (a run card, a macro) is given as a shell script
+    that execs it with them: here the tau decay with a 200 MeV noise floor per voxel, which every
+    voxel's Normal then shows as its smallest stddev."""
+    wrapper = tmp_path / "coarse_tau"
+    tau = SIMULATORS["tau_decay"].path()
+    wrapper.write_text(f'#!/bin/sh\nexec "{tau}" --fixed-spots --noise-floor 0.2 "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    info = get_simulator(str(wrapper))
+    assert info.name == "tau_decay" and info.observed == {"calorimeter": (20, 35, 35)}
+    with remote_pool(info, workers=1) as pool:
+        batch = probexec.inference.prior.sample_prior(pool, 3, seed=1)
+    ids = np.array(batch.addresses.ids_named("calorimeter"), dtype=np.uint64)
+    for r in np.nonzero(np.isin(batch.address_id, ids))[0]:
+        params = batch.params[batch.param_offsets[r] : batch.param_offsets[r + 1]]
+        assert params[len(params) // 2 :].min() == pytest.approx(0.2)  # mean, then stddev per voxel
