@@ -19,6 +19,8 @@ import probexec
 from conftest import assert_close
 from probexec.errors import SimulatorDiedError
 from probexec.inference.pool import remote_pool
+from probexec.nn import load_checkpoint
+from probexec.own_simulator import simulator_name
 from probexec.simulators import SIMULATORS, SimulatorInfo, get_simulator
 
 CLI = [sys.executable, "-m", "probexec"]
@@ -37,6 +39,8 @@ def test_an_executable_is_described_by_its_traces(my_simulator: Path) -> None:
     assert info.observed == {"reading": ()}
     assert Path(info.executable) == my_simulator.resolve()
     assert get_simulator(info) is info
+    assert simulator_name(str(my_simulator)) == simulator_name(info) == "my_simulator"
+    assert simulator_name("gum") == "gum"
     assert "my_simulator" not in SIMULATORS  # nothing registered behind the caller's back
     with remote_pool(info, workers=2) as pool:
         batch = probexec.inference.prior.sample_prior(pool, 100, seed=3)
@@ -68,6 +72,8 @@ def test_own_simulator_from_prior_dataset_to_ic_on_the_command_line(
     elsewhere = tmp_path / "installed" / "my_simulator"
     elsewhere.parent.mkdir()
     shutil.copy2(my_simulator, elsewhere)
+    loaded, _ = load_checkpoint(net, simulator=str(elsewhere))  # from Python, by the path as well
+    assert loaded.config.simulator == "my_simulator"
     observe = ("--observe", "reading=10")
     r = _cli(
         "posterior", str(elsewhere), "--engine", "ic", "--network", str(net), "-n", "2000",

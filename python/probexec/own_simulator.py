@@ -30,6 +30,14 @@ def is_executable_path(spec: str) -> bool:
     return os.sep in spec or (os.altsep is not None and os.altsep in spec)
 
 
+def simulator_name(spec: str | SimulatorInfo) -> str:
+    """The name datasets and networks record for `spec`: a described executable's model name, or
+    the name as given (a built-in, a Python model's name)."""
+    if isinstance(spec, SimulatorInfo):
+        return spec.name
+    return describe_executable(spec).name if is_executable_path(spec) else spec
+
+
 def describe_executable(path: str | os.PathLike[str], traces: int = DESCRIBE_TRACES) -> SimulatorInfo:
     """The executable's name, latents (named samples, then tags) and observations with their
     shapes, from `traces` prior traces (seed `DESCRIBE_SEED`), or as many as fit in about

@@ -19,6 +19,8 @@ import torch
 from probexec.data.layout import TypeLayout
 from probexec.errors import ProbexecError
 from probexec.nn.network import NetworkConfig, ProposalLSTM
+from probexec.own_simulator import simulator_name
+from probexec.simulators import SimulatorInfo
 
 FORMAT = "probexec-proposal-network"
 VERSION = 1
@@ -127,7 +129,7 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | Path,
     *,
-    simulator: str | None = None,
+    simulator: str | SimulatorInfo | None = None,
     observations: Mapping[str, Sequence[int]] | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[ProposalLSTM, dict[str, Any]]:
@@ -148,6 +150,8 @@ def load_checkpoint(
             f"{path}: network format version {blob.get('version')}, this probexec reads {VERSION}"
         )
     config = NetworkConfig.from_dict(blob["config"])
+    if simulator is not None:
+        simulator = simulator_name(simulator)
     if simulator is not None and config.simulator != simulator:
         raise NetworkMismatchError(
             f"{path} was trained for simulator {config.simulator!r}, not {simulator!r}"

@@ -46,6 +46,8 @@ from probexec.nn.embeddings import ObservationSpec, set_conv_layout
 from probexec.nn.network import NetworkConfig, ProposalLSTM
 from probexec.nn.pretrain import pretrain_embedding
 from probexec.nn.train_log import LogRow, TrainingLog
+from probexec.own_simulator import simulator_name
+from probexec.simulators import SimulatorInfo
 
 # Embedding defaults for the built-in simulators' observations (others: by shape, no transform).
 # (embedding, transform, norm); embeddings.py says why norm is still off.
@@ -292,7 +294,7 @@ def _all_reduce_gradients(net: ProposalLSTM, world: int) -> None:
 
 
 def train(
-    simulator: str,
+    simulator: str | SimulatorInfo,
     *,
     dataset: TraceDataset | None = None,
     pool: Any = None,
@@ -308,6 +310,7 @@ def train(
     saves it to `output`. With `resume` and an existing `output`, training continues from the
     saved model, optimizer, schedule and counters."""
     opt = options or TrainOptions()
+    simulator = simulator_name(simulator)  # an executable's path: the model name it announces
     if (dataset is None) == (pool is None):
         raise ValueError("train needs exactly one of dataset= (offline) or pool= (online)")
     if pool is not None and opt.traces is None:
