@@ -17,8 +17,8 @@ from probexec.cli.common import SIMULATOR_HELP, strict_json
 def _cmd_simulators(args: argparse.Namespace) -> int:
     from probexec.simulators import SIMULATORS, get_simulator
 
-    if args.executables:  # your own: what probexec reads off their prior traces
-        rows = [get_simulator(_as_path(e)) for e in args.executables]
+    if args.executables:  # your own (what probexec reads off their prior traces), or built-ins by name
+        rows = [get_simulator(e if e in SIMULATORS else _as_path(e)) for e in args.executables]
     else:
         rows = [s for s in SIMULATORS.values() if args.all or not s.test_only]
     if args.json:
@@ -163,7 +163,10 @@ def add_parsers(sub: Any) -> None:
         "name is the model name its serve() call announces.",
     )
     s.add_argument(
-        "executables", nargs="*", metavar="EXECUTABLE", help="your own simulators: describe these instead"
+        "executables",
+        nargs="*",
+        metavar="EXECUTABLE",
+        help="describe these instead: your own simulators' executables, or built-ins by name",
     )
     s.add_argument("--json", action="store_true")
     s.add_argument("--all", action="store_true", help="include the test-only models")

@@ -150,12 +150,9 @@ def load_checkpoint(
             f"{path}: network format version {blob.get('version')}, this probexec reads {VERSION}"
         )
     config = NetworkConfig.from_dict(blob["config"])
-    if simulator is not None:
-        simulator = simulator_name(simulator)
-    if simulator is not None and config.simulator != simulator:
-        raise NetworkMismatchError(
-            f"{path} was trained for simulator {config.simulator!r}, not {simulator!r}"
-        )
+    wanted = simulator_name(simulator) if simulator is not None else None
+    if wanted is not None and config.simulator != wanted:
+        raise NetworkMismatchError(f"{path} was trained for simulator {config.simulator!r}, not {wanted!r}")
     if observations is not None:
         want = {o.name: tuple(o.shape) for o in config.observations}
         for name, shape in want.items():
